@@ -1,0 +1,1 @@
+"""servecat catalog layer."""

@@ -1,0 +1,1 @@
+"""servecat engine layer."""

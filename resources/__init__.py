@@ -1,0 +1,1 @@
+"""servecat resources layer."""

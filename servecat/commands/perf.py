@@ -1,0 +1,18 @@
+"""`servecat perf ...`: benchmarks that compare servecat with its peers side by side."""
+
+from __future__ import annotations
+
+import click
+
+from servecat.cli import LazyGroup
+
+PERF_COMMANDS = {
+    "engine": "servecat.commands.perf_engine:perf_engine",
+    "loadgen": "servecat.commands.perf_loadgen:perf_loadgen",
+    "api": "servecat.commands.perf_api:perf_api",
+}
+
+
+@click.group(cls=LazyGroup, lazy=PERF_COMMANDS)
+def perf() -> None:
+    """Benchmarks: a table on screen, JSON on disk, ratios against peers measured in one run."""
