@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import dagster as dg
 
+from assets import results
 from assets.matrix import benchmark_matrix
+from assets.runs import benchmark_runs
 from pipeline.environment import resources
+from pipeline.schedules import matrix_job, matrix_spec_sensor, runs_job, stale_results_schedule
 
 defs = dg.Definitions(
-    assets=[benchmark_matrix],
+    assets=[benchmark_matrix, benchmark_runs, results.benchmark_results],
+    asset_checks=[results.results_schema, results.results_latencies_valid,
+                  results.results_error_rate, results.results_complete],
+    jobs=[matrix_job, runs_job],
+    schedules=[stale_results_schedule],
+    sensors=[matrix_spec_sensor],
     resources=resources(),
+    # One process per run: a step subprocess costs seconds, and a benchmark run is one step.
+    executor=dg.in_process_executor,
 )

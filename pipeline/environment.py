@@ -1,12 +1,43 @@
-"""The one place that chooses the environment: local embedded default or production."""
+"""The one place that chooses the environment: the embedded default or production.
+
+| variable | default | meaning |
+| --- | --- | --- |
+| SERVECAT_STORE | .servecat/store | result store root: a folder or s3://bucket/prefix |
+| SERVECAT_S3_ENDPOINT_URL | (AWS) | any S3-compatible endpoint (MinIO, moto, R2, ...) |
+| SERVECAT_RESULTS_DB | .servecat/results.duckdb | the DuckDB file of `benchmark_results` |
+| MLFLOW_TRACKING_URI | sqlite:///.servecat/mlflow/mlflow.db | MLflow tracking store |
+| SERVECAT_OPENAI_BASE_URL / _API_KEY | unset | the server of `openai` deployments |
+| SERVECAT_TARGET_COMMANDS | {} | JSON: engine -> launch command template of a managed server |
+"""
 
 from __future__ import annotations
 
+import json
 import os
 
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+
 from resources.store import ResultStore
+from resources.target_resource import TargetsResource
+from resources.tracking import Tracking
+from resources.warehouse import Warehouse
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
 
 
 def resources() -> dict:
-    """Resources from the environment: SERVECAT_STORE is a folder or s3://bucket/prefix."""
-    return {"store": ResultStore(root=os.environ.get("SERVECAT_STORE", ".servecat/store"))}
+    """Resources from the environment; secrets only as dg.EnvVar (names, never values)."""
+    s3 = S3Resource(endpoint_url=_env("SERVECAT_S3_ENDPOINT_URL") or None,
+                    region_name=_env("AWS_REGION", "us-east-1"), max_attempts=1)
+    api_key = (dg.EnvVar("SERVECAT_OPENAI_API_KEY") if _env("SERVECAT_OPENAI_API_KEY") else "")
+    return {
+        "store": ResultStore(root=_env("SERVECAT_STORE", ".servecat/store"), s3=s3),
+        "targets": TargetsResource(openai_base_url=_env("SERVECAT_OPENAI_BASE_URL"),
+                                   openai_api_key=api_key,
+                                   commands=json.loads(_env("SERVECAT_TARGET_COMMANDS", "{}"))),
+        "tracking": Tracking(),
+        "warehouse": Warehouse(database=_env("SERVECAT_RESULTS_DB", ".servecat/results.duckdb")),
+    }

@@ -1,0 +1,151 @@
+"""One deployment's sweep: its workloads in matrix order against one running server.
+
+Pure logic below the Dagster line: which workloads still need measuring (resume), when to stop
+climbing load levels (saturation), and what each workload's outcome row says. The caller
+writes each outcome as soon as it exists, so an interrupted sweep loses at most the workload
+in flight.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+import pandas as pd
+import pyarrow as pa
+
+from bench.endpoint import Endpoint
+from bench.errors import EndpointBroken
+from bench.loadgen import run_workload
+from bench.profiles import Profile
+from bench.workload import Workload
+
+WORKLOAD_FIELDS = tuple(f.name for f in fields(Workload))
+DONE_STATUSES = ("ok", "skipped")
+
+
+@dataclass
+class Outcome:
+    """What happened to one config: measured (ok), skipped with a reason, or failed."""
+
+    config: dict
+    status: str
+    reason: str | None = None
+    summary: dict | None = None
+    requests: pa.Table | None = None
+
+    def summary_row(self) -> dict:
+        """The summary row: config identity + status + metrics (nulls when not measured)."""
+        return {**self.config, "status": self.status, "status_reason": self.reason,
+                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                **(self.summary or {})}
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """When to stop climbing: p99s beyond `margin` x the loosest profile's SLOs and
+    output throughput grew by less than `min_growth` over the previous level."""
+
+    ttft_p99_ms: float
+    tpot_p99_ms: float
+    margin: float = 2.0
+    min_growth: float = 0.05
+
+    @classmethod
+    def loosest(cls, profiles: Iterable[Profile], **kw) -> Saturation:
+        profs = list(profiles)
+        return cls(max(p.ttft_p99_ms for p in profs), max(p.tpot_p99_ms for p in profs), **kw)
+
+    def reason(self, summary: Mapping, previous: Mapping | None) -> str | None:
+        """Why the levels above this one are not worth measuring, or None."""
+        if previous is None:
+            return None
+        ttft, tpot = summary.get("ttft_p99_ms") or 0.0, summary.get("tpot_p99_ms") or 0.0
+        missed = ttft > self.margin * self.ttft_p99_ms or tpot > self.margin * self.tpot_p99_ms
+        now, before = summary.get("output_tokens_per_s") or 0.0, previous.get("output_tokens_per_s") or 0.0
+        if missed and now < before * (1 + self.min_growth):
+            return (f"saturated: p99 TTFT {ttft:.0f} ms / TPOT {tpot:.1f} ms are over "
+                    f"{self.margin:g}x the loosest SLOs ({self.ttft_p99_ms:.0f} / "
+                    f"{self.tpot_p99_ms:.0f} ms) and throughput {now:.1f} tok/s did not grow "
+                    f"over {before:.1f} tok/s")
+        return None
+
+
+def _scalar(value: object) -> object:
+    """A plain Python value; pandas NA / NaN become None."""
+    if value is None or (not isinstance(value, str | bytes) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def workload_of(config: Mapping) -> Workload:
+    """The Workload a matrix row describes."""
+    values = {f: _scalar(config[f]) for f in WORKLOAD_FIELDS if f in config}
+    for f in ("concurrency", "max_concurrency", "input_min", "input_max", "output_min",
+              "output_max", "input_tokens", "output_tokens", "requests", "warmup_requests"):
+        if values.get(f) is not None:
+            values[f] = int(values[f])
+    return Workload(**values)
+
+
+def _level_group(config: Mapping) -> tuple:
+    return (config["lengths"], config["load"])
+
+
+def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Profile],
+          done: set[str], on_outcome: Callable[[Outcome], None],
+          check_alive: Callable[[], None] = lambda: None,
+          saturation: Saturation | None = None, log: Callable[[str], None] = print) -> list[Outcome]:
+    """Measure CONFIGS (one deployment, matrix order) except those in DONE; call ON_OUTCOME
+    after each. A failed workload (server died, error threshold) ends the sweep with it."""
+    saturation = saturation or Saturation.loosest(profiles)
+    outcomes: list[Outcome] = []
+    previous: dict[tuple, dict] = {}
+    stopped: dict[tuple, str] = {}
+    for config in configs:
+        group = _level_group(config)
+        if config["config_id"] in done:
+            continue
+        if group in stopped:
+            outcome = Outcome(config, "skipped", stopped[group])
+        else:
+            outcome = _measure(config, endpoint, tokenizer, profiles, check_alive, log)
+            if outcome.status == "ok":
+                why = saturation.reason(outcome.summary, previous.get(group))
+                if why:
+                    stopped[group] = f"{why} (at {_level(config)})"
+                previous[group] = outcome.summary
+        on_outcome(outcome)
+        outcomes.append(outcome)
+        if outcome.status == "failed":
+            break
+    return outcomes
+
+
+def _level(config: Mapping) -> str:
+    return (f"concurrency {config['concurrency']}" if config["load"] == "concurrency"
+            else f"rate {config['rate']}/s")
+
+
+def _measure(config, endpoint, tokenizer, profiles, check_alive, log) -> Outcome:
+    started = time.perf_counter()
+    try:
+        check_alive()
+        result = run_workload(endpoint, workload_of(config), tokenizer, profiles=profiles)
+        check_alive()
+    except EndpointBroken as exc:
+        try:
+            check_alive()
+            reason = f"endpoint broken: {exc}"
+        except Exception as dead:  # the server died: that is the reason to report
+            reason = str(dead)
+        return Outcome(config, "failed", reason)
+    except Exception as exc:
+        return Outcome(config, "failed", f"{type(exc).__name__}: {exc}")
+    s = result.summary
+    log(f"{config['workload_id']}: {s.get('output_tokens_per_s', 0):.1f} tok/s, "
+        f"p99 TTFT {s.get('ttft_p99_ms') or 0:.0f} ms, errors {s.get('error_rate', 0):.1%} "
+        f"({time.perf_counter() - started:.1f} s)")
+    return Outcome(config, "ok", None, s, result.requests)

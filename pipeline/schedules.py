@@ -1,0 +1,62 @@
+"""Schedules and sensors: keep results fresh, follow the matrix spec."""
+# No `from __future__ import annotations` here: Dagster inspects these signatures at runtime.
+
+import hashlib
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+
+from assets.matrix import DEFAULT_SPEC, deployments
+from resources.staleness import stale_deployments
+from resources.store import ResultStore
+from resources.warehouse import Warehouse, refresh_views
+from servecat import __version__
+
+STALE_AFTER_DAYS = float(os.environ.get("SERVECAT_STALE_AFTER_DAYS", "30"))
+
+matrix_job = dg.define_asset_job("benchmark_matrix_job", selection=["benchmark_matrix"])
+runs_job = dg.define_asset_job("benchmark_runs_job", selection=["benchmark_runs"],
+                               partitions_def=deployments)
+
+
+@dg.schedule(job=runs_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.STOPPED)
+def stale_results_schedule(context: dg.ScheduleEvaluationContext, store: ResultStore,
+                           warehouse: Warehouse):
+    """Nightly: re-benchmark just the deployments whose newest results are stale."""
+    with warehouse.connect(store) as con:
+        refresh_views(con, store)
+        summary = con.execute("SELECT * FROM summary").df() if con.execute(
+            "SELECT count(*) FROM summary").fetchone()[0] else None
+    if summary is None:
+        return dg.SkipReason("no results yet")
+    now = context.scheduled_execution_time or datetime.now(UTC)
+    stale = stale_deployments(summary, now, STALE_AFTER_DAYS, __version__)
+    known = set(context.instance.get_dynamic_partitions(deployments.name))
+    requests = [dg.RunRequest(partition_key=key, run_key=f"{key}:{now:%Y%m%d}",
+                              run_config={"ops": {"benchmark_runs": {"config": {"force": True}}}},
+                              tags={"servecat/stale_reason": why[:200]})
+                for key, why in sorted(stale.items()) if key in known]
+    return requests or dg.SkipReason("every deployment is fresh")
+
+
+def _spec_digest(path: str) -> str | None:
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+@dg.sensor(job=matrix_job, minimum_interval_seconds=30,
+           default_status=dg.DefaultSensorStatus.RUNNING)
+def matrix_spec_sensor(context: dg.SensorEvaluationContext):
+    """Re-materialize benchmark_matrix when the spec file's content changes."""
+    digest = _spec_digest(DEFAULT_SPEC)
+    if digest is None:
+        return dg.SkipReason(f"{DEFAULT_SPEC} not found")
+    if digest == context.cursor:
+        return dg.SkipReason(f"{DEFAULT_SPEC} unchanged")
+    context.update_cursor(digest)
+    return dg.RunRequest(run_key=digest, run_config={
+        "ops": {"benchmark_matrix": {"config": {"spec_path": DEFAULT_SPEC}}}})

@@ -1,0 +1,67 @@
+"""Reading a deployment's configs from the store and writing its workload outcomes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from bench.deployment_run import DONE_STATUSES, Outcome
+from bench.schema import summary_schema
+from resources.store import ResultStore, requests_path, summary_path
+
+STATUS_FIELDS = [pa.field("status", pa.string()), pa.field("status_reason", pa.string()),
+                 pa.field("measured_at", pa.string())]
+
+
+def deployment_configs(store: ResultStore, deployment: str) -> tuple[list[dict], pa.Schema]:
+    """The configs of DEPLOYMENT from every matrix in the store, in sweep order."""
+    rows: dict[str, dict] = {}
+    schema = None
+    for path in store.list("matrix/"):
+        table = store.read_parquet(path)
+        table = table.filter(pc.equal(table["deployment"], deployment))
+        if table.num_rows:
+            schema = schema or table.schema
+            for row in table.to_pylist():
+                rows.setdefault(row["config_id"], row)
+    if not rows:
+        raise LookupError(f"deployment {deployment!r} is in no matrix under {store.uri('matrix/')}:"
+                          f" materialize benchmark_matrix first")
+    return sorted(rows.values(), key=lambda r: r["workload_index"]), _plain(schema)
+
+
+def _plain(schema: pa.Schema) -> pa.Schema:
+    """Dictionary-encoded matrix columns as plain strings, so every summary file agrees."""
+    return pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type)
+                               else f.type) for f in schema])
+
+
+def finished(store: ResultStore, deployment: str) -> set[str]:
+    """config_ids of the deployment that are measured or skipped (a failed one runs again)."""
+    done = set()
+    for path in store.list(f"runs/summary/deployment={deployment}/"):
+        table = store.read_parquet(path).select(["config_id", "status"]).to_pylist()
+        done |= {r["config_id"] for r in table if r["status"] in DONE_STATUSES}
+    return done
+
+
+def outcome_schema(matrix_schema: pa.Schema, profile_names: list[str]) -> pa.Schema:
+    metrics = summary_schema(profile_names)
+    return pa.schema([*matrix_schema, *STATUS_FIELDS,
+                      *[f for f in metrics if f.name not in matrix_schema.names]])
+
+
+def write_outcome(store: ResultStore, outcome: Outcome, schema: pa.Schema) -> str:
+    """Requests first, then the summary: a summary file means the workload is finished."""
+    c = outcome.config
+    if outcome.requests is not None:
+        n = outcome.requests.num_rows
+        ids = {k: pa.array([c[k]] * n, pa.string())
+               for k in ("config_id", "deployment", "workload_id")}
+        table = outcome.requests
+        for i, (name, arr) in enumerate(ids.items()):
+            table = table.add_column(i, name, arr)
+        store.write_parquet(requests_path(c["deployment"], c["workload_id"]), table)
+    row = outcome.summary_row()
+    summary = pa.Table.from_pylist([{f.name: row.get(f.name) for f in schema}], schema=schema)
+    return store.write_parquet(summary_path(c["deployment"], c["workload_id"]), summary)

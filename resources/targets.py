@@ -1,0 +1,258 @@
+"""Targets: the server a deployment is benchmarked against.
+
+A `Target` starts (or connects to) an OpenAI-compatible server, waits until it is healthy,
+says where it is (an `Endpoint`), and is always stopped, also when the run fails. Managed
+servers run as a child process group that dies with the run (Linux parent-death signal), so
+a killed run leaves no server behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from bench.endpoint import Endpoint
+
+
+class TargetError(RuntimeError):
+    """The target could not be started, did not become healthy, or died."""
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    os.setsid()
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Target(ABC):
+    """One deployment's server, used as a context manager: started, healthy, then stopped."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def endpoint(self) -> Endpoint: ...
+
+    def wait_healthy(self, timeout_s: float) -> None:
+        """Poll `/health` until it answers 200, the process dies, or TIMEOUT_S passes."""
+        url = self.health_url()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.25)
+        raise TargetError(f"{self.describe()} not healthy after {timeout_s:.0f} s at {url}"
+                          f"{self.log_tail()}")
+
+    def health_url(self) -> str:
+        return self.endpoint().base_url.rstrip("/").removesuffix("/v1") + "/health"
+
+    def check_alive(self) -> None:
+        """Raise TargetError if a managed server has exited."""
+        return None
+
+    def stop(self) -> None:
+        """Stop what this target started (nothing for an existing server)."""
+        return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        return ""
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+    def __enter__(self) -> Target:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ProcessTarget(Target):
+    """A server started from a command line as its own process group on 127.0.0.1."""
+
+    def __init__(self, argv: list[str], port: int, model_name: str, env: Mapping[str, str] | None = None,
+                 log_path: Path | None = None, headers: Mapping[str, str] | None = None,
+                 health_timeout_s: float = 300.0, extra_body: Mapping[str, object] | None = None):
+        self.argv, self.port, self.model_name = argv, port, model_name
+        self.env = {**os.environ, **(env or {})}
+        self.log_path = log_path or Path(tempfile.mkstemp(prefix="servecat-target-", suffix=".log")[1])
+        self.headers = dict(headers or {})
+        self.extra_body = dict(extra_body or {})
+        self.health_timeout_s = health_timeout_s
+        self.proc: subprocess.Popen | None = None
+
+    def describe(self) -> str:
+        return f"server `{' '.join(self.argv[:4])} ...` on port {self.port}"
+
+    def start(self) -> None:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (owned by the child)
+        self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env=self.env,
+                                     preexec_fn=_die_with_parent)
+        log.close()
+        self.wait_healthy(self.health_timeout_s)
+
+    def endpoint(self) -> Endpoint:
+        return Endpoint(base_url=f"http://127.0.0.1:{self.port}/v1", model=self.model_name,
+                        headers=self.headers, api_key_env=None, extra_body=self.extra_body)
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise TargetError(f"{self.describe()} exited with code {self.proc.returncode}"
+                              f"{self.log_tail()}")
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        pgid = self.proc.pid
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=wait)
+                if not _group_alive(pgid):
+                    break
+        self.proc = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            return ""
+        return "\nlast lines of the server log:\n" + "\n".join(tail) if tail else ""
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# Our quantization vocabulary -> `servecat serve` flags.
+BUILTIN_QUANT_FLAGS: dict[str, list[str]] = {
+    "fp32": ["--dtype", "float32"],
+    "bf16": ["--dtype", "bfloat16"],
+    "fp16": ["--dtype", "float16"],
+    "int8": ["--quantization", "int8"],
+    "int4": ["--quantization", "int4"],
+}
+
+
+def builtin_target(deployment: Mapping, log_path: Path | None = None,
+                   health_timeout_s: float = 300.0) -> ProcessTarget:
+    """`servecat serve` for DEPLOYMENT (a matrix row) on a free 127.0.0.1 port."""
+    port = free_port()
+    name = str(deployment["model"])
+    argv = [sys.executable, "-m", "servecat.cli", "serve", "--model", str(deployment["model_id"]),
+            "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
+            *BUILTIN_QUANT_FLAGS[str(deployment["quantization"])]]
+    for arg in ("max_num_seqs", "max_num_batched_tokens"):
+        value = deployment.get(arg)
+        if value is not None and value == value:  # not NaN/NA
+            argv += [f"--{arg.replace('_', '-')}", str(int(value))]
+    return ProcessTarget(argv, port, name, log_path=log_path, health_timeout_s=health_timeout_s,
+                         extra_body={"ignore_eos": True})
+
+
+class ExistingTarget(Target):
+    """An OpenAI-compatible server that is already running (nothing to start or stop)."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None = None,
+                 health_timeout_s: float = 30.0, health_path: str = "/health"):
+        self.base_url, self.model = base_url.rstrip("/"), model
+        self._api_key = api_key
+        self.health_timeout_s, self.health_path = health_timeout_s, health_path
+
+    def start(self) -> None:
+        self.wait_healthy(self.health_timeout_s)
+
+    def health_url(self) -> str:
+        return self.base_url.removesuffix("/v1") + self.health_path
+
+    def endpoint(self) -> Endpoint:
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        return Endpoint(base_url=self.base_url, model=self.model, headers=headers,
+                        api_key_env=None, extra_body={"ignore_eos": True})
+
+    def describe(self) -> str:
+        return f"server at {self.base_url}"
+
+
+def command_target(template: str, deployment: Mapping, log_path: Path | None = None,
+                   health_timeout_s: float = 300.0) -> ProcessTarget:
+    """A server launched from a command template, e.g. `tgi-launcher --port {port} ...`.
+
+    Placeholders: {port} {model} {model_id} {quantization} {dtype} {max_num_seqs}
+    {max_num_batched_tokens} {tensor_parallel_size} {python}."""
+    port = free_port()
+    values = {k: ("" if v is None or v != v else v) for k, v in deployment.items()}
+    values |= {"port": port, "python": sys.executable,
+               "dtype": DTYPES.get(str(deployment.get("quantization")), "auto")}
+    try:
+        argv = [part.format(**values) for part in shlex.split(template)]
+    except (KeyError, IndexError) as exc:
+        raise TargetError(f"launch command {template!r}: unknown placeholder {exc}") from None
+    return ProcessTarget(argv, port, str(deployment["model"]), log_path=log_path,
+                         health_timeout_s=health_timeout_s, extra_body={"ignore_eos": True})
+
+
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+
+
+class Targets:
+    """Make the Target of a deployment (a matrix row), by its engine.
+
+    `commands` maps an engine name to a launch command template (see `command_target`): a
+    deployment of that engine gets a managed server started from it."""
+
+    def __init__(self, openai_base_url: str | None = None, openai_api_key: str | None = None,
+                 health_timeout_s: float = 300.0, commands: Mapping[str, str] | None = None):
+        self.openai_base_url, self._openai_api_key = openai_base_url, openai_api_key
+        self.health_timeout_s = health_timeout_s
+        self.commands = dict(commands or {})
+
+    def for_deployment(self, deployment: Mapping, log_path: Path | None = None) -> Target:
+        engine = str(deployment["engine"])
+        if engine in self.commands:
+            return command_target(self.commands[engine], deployment, log_path,
+                                  self.health_timeout_s)
+        if engine == "builtin":
+            return builtin_target(deployment, log_path, self.health_timeout_s)
+        if engine == "openai":
+            if not self.openai_base_url:
+                raise TargetError("engine openai needs a base URL: set SERVECAT_OPENAI_BASE_URL "
+                                  "(or the targets resource's openai_base_url)")
+            return ExistingTarget(self.openai_base_url, str(deployment["model"]),
+                                  self._openai_api_key, self.health_timeout_s)
+        raise TargetError(f"engine {engine} has no target in this build: deployments of "
+                          f"builtin and openai run here")

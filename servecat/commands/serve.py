@@ -1,0 +1,68 @@
+"""`servecat serve`: the builtin engine behind an OpenAI-compatible HTTP server."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--model", required=True, help="Local Hugging Face model directory.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--served-model-name", default=None, help="Name clients send as `model` "
+              "(default: the --model value).")
+@click.option("--max-num-seqs", default=64, show_default=True, type=int,
+              help="Most sequences in one step.")
+@click.option("--max-num-batched-tokens", default=2048, show_default=True, type=int,
+              help="Token budget of one step (prefill chunks plus decodes).")
+@click.option("--max-model-len", default=None, type=int, help="Context limit in tokens "
+              "(default: the model's, capped by the KV pool).")
+@click.option("--dtype", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16", "float32", "bfloat16",
+                                 "float16"]))
+@click.option("--quantization", default=None, type=click.Choice(["none", "int8", "int4"]),
+              help="Weight-only quantization.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--kv-cache-memory", default=None, type=float,
+              help="GiB for the KV block pool (default: a fraction of free memory).")
+@click.option("--kv-cache-fraction", default=0.3, show_default=True, type=float,
+              help="Fraction of free memory for the KV pool when --kv-cache-memory is unset.")
+@click.option("--block-size", default=16, show_default=True, type=int)
+@click.option("--no-prefix-caching", is_flag=True, help="Disable prefix caching.")
+@click.option("--max-waiting", default=512, show_default=True, type=int,
+              help="Requests queued beyond this get HTTP 429.")
+@click.option("--num-threads", default=None, type=int, help="CPU threads for torch.")
+@click.option("--api-key", default=None, envvar="SERVECAT_API_KEY",
+              help="Require 'Authorization: Bearer KEY' (env SERVECAT_API_KEY).")
+@click.option("--log-level", default="warning", show_default=True)
+def serve(model: str, host: str, port: int, served_model_name: str | None, max_num_seqs: int,
+          max_num_batched_tokens: int, max_model_len: int | None, dtype: str,
+          quantization: str | None, device: str, kv_cache_memory: float | None,
+          kv_cache_fraction: float, block_size: int, no_prefix_caching: bool,
+          max_waiting: int, num_threads: int | None, api_key: str | None,
+          log_level: str) -> None:
+    """Serve MODEL with the builtin engine: /v1/completions, /v1/chat/completions, /v1/models,
+    /tokenize, /health, /metrics."""
+    import uvicorn
+
+    from engine.config import EngineConfig
+    from engine.llm_engine import LLMEngine
+    from engine.server import build_app
+
+    config = EngineConfig(
+        model=model, dtype=dtype, quantization=quantization, device=device,
+        max_num_seqs=max_num_seqs, max_num_batched_tokens=max_num_batched_tokens,
+        max_model_len=max_model_len, block_size=block_size,
+        kv_cache_memory=int(kv_cache_memory * 2**30) if kv_cache_memory else None,
+        kv_cache_fraction=kv_cache_fraction, enable_prefix_caching=not no_prefix_caching,
+        max_waiting=max_waiting, num_threads=num_threads)
+    try:
+        engine = LLMEngine(config)
+    except (ValueError, FileNotFoundError, OSError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"servecat engine: {model} on {engine.device} ({engine.dtype_name}"
+               f"{', ' + engine.quantization if engine.quantization else ''}), "
+               f"{engine.runner.num_blocks} KV blocks of {block_size} tokens, "
+               f"max_model_len {engine.max_model_len}; http://{host}:{port}/v1", err=True)
+    uvicorn.run(build_app(engine, served_model_name, api_key), host=host, port=port,
+                log_level=log_level)
