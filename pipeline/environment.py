@@ -16,7 +16,6 @@ import json
 import os
 
 import dagster as dg
-from dagster_aws.s3 import S3Resource
 
 from resources.store import ResultStore
 from resources.target_resource import TargetsResource
@@ -30,11 +29,11 @@ def _env(name: str, default: str = "") -> str:
 
 def resources() -> dict:
     """Resources from the environment; secrets only as dg.EnvVar (names, never values)."""
-    s3 = S3Resource(endpoint_url=_env("SERVECAT_S3_ENDPOINT_URL") or None,
-                    region_name=_env("AWS_REGION", "us-east-1"), max_attempts=1)
     api_key = (dg.EnvVar("SERVECAT_OPENAI_API_KEY") if _env("SERVECAT_OPENAI_API_KEY") else "")
     return {
-        "store": ResultStore(root=_env("SERVECAT_STORE", ".servecat/store"), s3=s3),
+        "store": ResultStore(root=_env("SERVECAT_STORE", ".servecat/store"),
+                             s3_endpoint_url=_env("SERVECAT_S3_ENDPOINT_URL"),
+                             s3_region=_env("AWS_REGION", "us-east-1")),
         "targets": TargetsResource(openai_base_url=_env("SERVECAT_OPENAI_BASE_URL"),
                                    openai_api_key=api_key,
                                    commands=json.loads(_env("SERVECAT_TARGET_COMMANDS", "{}"))),

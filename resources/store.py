@@ -44,7 +44,8 @@ class ResultStore(dg.ConfigurableResource):
     """
 
     root: str = ".servecat/store"
-    s3: S3Resource = S3Resource(max_attempts=1)
+    s3_endpoint_url: str = ""  # empty: AWS itself
+    s3_region: str = "us-east-1"
     attempts: int = 4
     backoff_s: float = 0.25
 
@@ -81,7 +82,9 @@ class ResultStore(dg.ConfigurableResource):
         raise StoreError(f"{what}: failed after {self.attempts} attempts: {last}") from last
 
     def _client(self):
-        return self.s3.get_client()
+        # Retries are ours (with backoff and a clear failure), so botocore makes one attempt.
+        return S3Resource(endpoint_url=self.s3_endpoint_url or None, region_name=self.s3_region,
+                          max_attempts=1).get_client()
 
     def write_bytes(self, relpath: str, data: bytes) -> str:
         if not self.is_s3:

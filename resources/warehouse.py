@@ -32,13 +32,12 @@ def load_httpfs(con: duckdb.DuckDBPyConnection) -> None:
 def configure_s3(con: duckdb.DuckDBPyConnection, store: ResultStore) -> None:
     """A temporary (never persisted) S3 secret from the store's S3 settings and the environment."""
     load_httpfs(con)
-    opts = {"TYPE": "s3", "REGION": store.s3.region_name or os.environ.get("AWS_REGION", "us-east-1")}
-    key, secret = (store.s3.aws_access_key_id or os.environ.get("AWS_ACCESS_KEY_ID"),
-                   store.s3.aws_secret_access_key or os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    opts = {"TYPE": "s3", "REGION": store.s3_region}
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     if key and secret:
         opts |= {"KEY_ID": key, "SECRET": secret}
-    if store.s3.endpoint_url:
-        url = urlparse(store.s3.endpoint_url)
+    if store.s3_endpoint_url:
+        url = urlparse(store.s3_endpoint_url)
         opts |= {"ENDPOINT": url.netloc, "URL_STYLE": "path",
                  "USE_SSL": "true" if url.scheme == "https" else "false"}
     body = ", ".join(f"{k} {v}" if k in ("TYPE", "USE_SSL") else f"{k} '{v}'"
