@@ -46,7 +46,9 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
         context.log.debug(f"wrote {uri}")
 
     outcomes, failed, status = [], [], "FAILED"
-    target = targets.targets().for_deployment(configs[0], log_path)
+    # The server is sized for the deployment's largest workload.
+    deployment = dict(configs[0], kv_cache_gb=max(c["kv_cache_gb"] for c in configs))
+    target = targets.targets().for_deployment(deployment, log_path)
     try:
         with target:
             outcomes = sweep(todo, target.endpoint(), str(configs[0]["model_id"]), profiles,

@@ -4,19 +4,26 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets import results
+from assets import catalog, results
 from assets.matrix import benchmark_matrix
 from assets.runs import benchmark_runs
 from pipeline.environment import resources
+from pipeline.requests_sensor import benchmark_request_sensor
 from pipeline.schedules import matrix_job, matrix_spec_sensor, runs_job, stale_results_schedule
 
 defs = dg.Definitions(
-    assets=[benchmark_matrix, benchmark_runs, results.benchmark_results],
+    assets=[benchmark_matrix, benchmark_runs, results.benchmark_results, catalog.model_catalog],
     asset_checks=[results.results_schema, results.results_latencies_valid,
-                  results.results_error_rate, results.results_complete],
+                  results.results_error_rate, results.results_complete,
+                  catalog.catalog_scores_in_unit_interval, catalog.catalog_ranks_are_permutations,
+                  catalog.catalog_has_every_config],
     jobs=[matrix_job, runs_job],
     schedules=[stale_results_schedule],
-    sensors=[matrix_spec_sensor],
+    sensors=[matrix_spec_sensor, benchmark_request_sensor,
+             dg.AutomationConditionSensorDefinition(
+                 "catalog_automation", target=dg.AssetSelection.assets("benchmark_results",
+                                                                       "model_catalog"),
+                 default_status=dg.DefaultSensorStatus.RUNNING)],
     resources=resources(),
     # One process per run: a step subprocess costs seconds, and a benchmark run is one step.
     executor=dg.in_process_executor,

@@ -1,4 +1,9 @@
-"""The main job of the embedded default, run by `make demo` (`servecat demo`)."""
+"""The main job of the embedded default, run by `make demo` (`servecat demo`).
+
+matrix -> every deployment partition of the spec -> benchmark_results -> model_catalog, in the
+Dagster instance at $DAGSTER_HOME (so every run shows in the UI), then a summary on screen.
+A second run skips every finished workload.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,57 @@ from pathlib import Path
 
 import dagster as dg
 
+from assets.catalog import model_catalog
 from assets.matrix import benchmark_matrix
+from assets.results import benchmark_results
+from assets.runs import benchmark_runs
 from bench.matrix import expand_file
-from bench.matrix_summary import as_text
+from catalog.snapshots import load_latest
 from engine.local_models import ensure_model
+from pipeline.demo_report import results_table, top_configs
 from pipeline.environment import resources
+from resources.store import catalog_root
 
 
 def run_demo(spec_path: str | Path, echo=print) -> None:
-    """Build the `small` model, materialize the matrix of SPEC_PATH, print what it holds."""
+    """Build the `small` model, then run the whole pipeline on SPEC_PATH and print results."""
     started = time.perf_counter()
-    model = ensure_model("small")
-    echo(f"model: {model}")
-    instance = dg.DagsterInstance.get()
-    result = dg.materialize(
-        [benchmark_matrix], instance=instance, resources=resources(),
-        run_config={"ops": {"benchmark_matrix": {"config": {"spec_path": str(spec_path)}}}},
-    )
+    echo(f"model: {ensure_model('small')}")
+    instance, res = dg.DagsterInstance.get(), resources()
+    _step(echo, "benchmark_matrix", dg.materialize(
+        [benchmark_matrix], instance=instance, resources=res,
+        run_config={"ops": {"benchmark_matrix": {"config": {"spec_path": str(spec_path)}}}}))
+    exp = expand_file(spec_path)
+    keys = exp.deployments
+    echo(f"matrix {exp.spec.name}: {len(exp.configs)} configs in {len(keys)} deployments")
+    failed = []
+    for i, key in enumerate(keys, 1):
+        t0 = time.perf_counter()
+        result = dg.materialize([benchmark_runs], instance=instance, resources=res,
+                                partition_key=key, raise_on_error=False)
+        measured = _measured(result)
+        echo(f"[{i}/{len(keys)}] {key}: {'ok' if result.success else 'FAILED'}, "
+             f"{measured} workloads measured now ({time.perf_counter() - t0:.1f} s)")
+        if not result.success:
+            failed.append(key)
+    _step(echo, "benchmark_results + model_catalog", dg.materialize(
+        [benchmark_results, model_catalog], instance=instance, resources=res))
+    store = res["store"]
+    echo("\n" + results_table(store, res["warehouse"], exp.spec.name))
+    echo("\n" + top_configs(load_latest(catalog_root(store)).frame, exp.spec.name))
+    echo(f"\ncatalog API on this catalog: .venv/bin/servecat api --store {catalog_root(store)}")
+    echo(f"demo finished in {time.perf_counter() - started:.1f} s"
+         + (f"; failed deployments: {', '.join(failed)}" if failed else ""))
+    if failed:
+        raise SystemExit(1)
+
+
+def _measured(result: dg.ExecuteInProcessResult) -> int:
+    mats = result.asset_materializations_for_node("benchmark_runs") if result.success else []
+    return mats[0].metadata["measured_now"].value if mats else 0
+
+
+def _step(echo, name: str, result: dg.ExecuteInProcessResult) -> None:
     if not result.success:
-        raise SystemExit("benchmark_matrix failed: see the run in the Dagster UI (make dev)")
-    echo(as_text(expand_file(spec_path)))
-    echo(f"\ndeployments registered as partitions: "
-         f"{len(instance.get_dynamic_partitions('deployments'))}")
-    echo(f"demo finished in {time.perf_counter() - started:.1f} s")
+        raise SystemExit(f"{name} failed: see the run in the Dagster UI (make dev)")
+    echo(f"{name}: ok")

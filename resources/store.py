@@ -140,3 +140,12 @@ class ResultStore(dg.ConfigurableResource):
             if not resp.get("IsTruncated"):
                 return sorted(out)
             token = resp["NextContinuationToken"]
+
+
+def catalog_root(store: ResultStore) -> str:
+    """Local folder of catalog snapshots and benchmark requests: the store root when it is a
+    folder; with an S3 store, SERVECAT_CATALOG_ROOT (default `.servecat/catalog`), because the
+    API swaps snapshots with an atomic local rename."""
+    if not store.is_s3:
+        return store.root
+    return os.environ.get("SERVECAT_CATALOG_ROOT", ".servecat/catalog")

@@ -180,6 +180,11 @@ def builtin_target(deployment: Mapping, log_path: Path | None = None,
         value = deployment.get(arg)
         if value is not None and value == value:  # not NaN/NA
             argv += [f"--{arg.replace('_', '-')}", str(int(value))]
+    kv_gb = deployment.get("kv_cache_gb")
+    if kv_gb is not None and kv_gb == kv_gb:
+        # The pool the matrix sized for this deployment's largest workload, with headroom for
+        # block rounding; not a fraction of the host's memory.
+        argv += ["--kv-cache-memory", f"{max(0.25, 1.25 * float(kv_gb)):.3f}"]
     return ProcessTarget(argv, port, name, log_path=log_path, health_timeout_s=health_timeout_s,
                          extra_body={"ignore_eos": True})
 
