@@ -83,3 +83,34 @@ def dagster_cli(args: list[str], env: dict, timeout: float = 240, **kw):
     exe = str(Path(sys.executable).parent / "dagster")
     return subprocess.run([exe, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout, **kw)
+
+
+class LiveApp:
+    """An ASGI app served by uvicorn in a thread on a free 127.0.0.1 port."""
+
+    def __init__(self, app):
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.url = f"http://127.0.0.1:{s.getsockname()[1]}"
+        port = int(self.url.rsplit(":", 1)[1])
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveApp:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
