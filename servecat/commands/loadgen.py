@@ -210,3 +210,15 @@ def format_summary(s: dict) -> str:
             lines.append(f"{p:<14}{_f(s[f'slo_attainment__{p}'], '{:.1%}'):>16}"
                          f"{_f(s[f'goodput_rps__{p}'], '{:.2f}'):>16}")
     return "\n".join(lines)
+
+
+@loadgen.command("scripted-server")
+@click.option("--port", type=int, default=0, show_default=True, help="0 picks a free port.")
+@click.option("--scenario", default="{}", show_default=True,
+              help='Scenario JSON, e.g. \'{"ttft_ms": [20, 40], "gap_ms": [5, 10]}\'.')
+@click.option("--realtime", is_flag=True, help="Real-time priority where allowed.")
+def scripted_server_cmd(port: int, scenario: str, realtime: bool) -> None:
+    """Serve OpenAI-format SSE with scripted timing (the server the load generator is tested on)."""
+    from bench.scripted_server import main as serve
+
+    serve(["--port", str(port), "--scenario", scenario] + (["--realtime"] if realtime else []))

@@ -1,0 +1,82 @@
+"""Many workloads against one endpoint: a sweep over concurrencies or rates, and an SLO search."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.endpoint import Endpoint
+from bench.errors import EndpointBroken
+from bench.loadgen import WorkloadResult, run_workload
+from bench.profiles import Profile
+from bench.tokens import Tokenizer
+from bench.workload import Workload
+
+
+def sweep(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Tokenizer,
+          concurrencies: Sequence[int] = (), rates: Sequence[float] = (),
+          profiles: list | None = None, **kwargs) -> list[tuple[Workload, WorkloadResult]]:
+    """Run `base` once per concurrency (closed loop) or per rate (open loop)."""
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    loads = ([dataclasses.replace(base, load="concurrency", concurrency=c, rate=None)
+              for c in concurrencies]
+             + [dataclasses.replace(base, load="rate", rate=r, concurrency=None) for r in rates])
+    return [(w, run_workload(endpoint, w, tok, profiles, **kwargs)) for w in loads]
+
+
+def meets(summary: dict[str, object], profile: Profile) -> bool:
+    """A config meets a profile when it has no failures and its p99 TTFT and TPOT are within the SLOs."""
+    ttft, tpot = summary.get("ttft_p99_ms"), summary.get("tpot_p99_ms")
+    return (summary.get("num_failed") == 0 and ttft is not None
+            and ttft <= profile.ttft_p99_ms and (tpot is None or tpot <= profile.tpot_p99_ms))
+
+
+@dataclass
+class SloSearch:
+    """The highest concurrency that met the profile (None if even the lowest failed), and every probe."""
+
+    profile: str
+    best_concurrency: int | None
+    probes: list[tuple[int, bool, dict[str, object]]] = field(default_factory=list)
+
+
+def slo_search(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Tokenizer,
+               profile: Profile, start: int = 1, max_concurrency: int = 1024,
+               requests_per_slot: int = 2, on_probe: Callable | None = None, **kwargs) -> SloSearch:
+    """Double the concurrency from `start` until the profile's SLOs fail, then bisect.
+
+    Each probe runs max(base.requests, requests_per_slot * concurrency) requests, so every
+    worker sends several. A broken endpoint (early stop) counts as a failed probe.
+    """
+    tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
+    out = SloSearch(profile.name, None)
+
+    def probe(c: int) -> bool:
+        w = dataclasses.replace(base, load="concurrency", concurrency=c, rate=None,
+                                requests=max(base.requests, requests_per_slot * c))
+        try:
+            summary = run_workload(endpoint, w, tok, [profile], **kwargs).summary
+        except EndpointBroken as exc:
+            summary = exc.result.summary if exc.result else {}
+        ok = meets(summary, profile)
+        out.probes.append((c, ok, summary))
+        if on_probe:
+            on_probe(c, ok, summary)
+        return ok
+
+    good, bad, c = None, None, start
+    while c <= max_concurrency:
+        if not probe(c):
+            bad = c
+            break
+        good, c = c, c * 2
+    if good is None or bad is None:
+        out.best_concurrency = good
+        return out
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if probe(mid) else (good, mid)
+    out.best_concurrency = good
+    return out

@@ -1,0 +1,165 @@
+"""Durable benchmark requests (a sqlite file under the store root) with a small status machine.
+
+    pending -> accepted -> running -> done | failed
+    pending -> rejected (with a reason)          accepted -> failed
+
+The API creates requests; the Dagster sensor lists pending ones and moves them along.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "benchmark_requests.sqlite"
+STATUSES = ("pending", "accepted", "running", "done", "failed", "rejected")
+TRANSITIONS: dict[str, tuple[str, ...]] = {
+    "pending": ("accepted", "rejected"),
+    "accepted": ("running", "failed"),
+    "running": ("done", "failed"),
+    "done": (), "failed": (), "rejected": (),
+}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS benchmark_requests (
+    id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    matrix_overrides TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    details TEXT NOT NULL,
+    requested_by TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class BenchmarkRequest:
+    """A request to benchmark MODEL (HF id or local path), with optional matrix overrides."""
+
+    id: str
+    model: str
+    status: str
+    matrix_overrides: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    requested_by: str | None = None
+    created_at: str = ""
+    updated_at: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class InvalidTransition(ValueError):
+    """A status change the state machine does not allow."""
+
+
+class BenchmarkRequests:
+    """The store: create, get, list and set_status, each in its own short sqlite transaction."""
+
+    def __init__(self, path: str | Path):
+        """PATH is the sqlite file, or a store root folder (the file is then ROOT/benchmark_requests.sqlite)."""
+        path = Path(path)
+        self.path = path / DB_NAME if path.is_dir() or not path.suffix else path
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.execute(_SCHEMA)
+            db.execute("CREATE INDEX IF NOT EXISTS by_status ON benchmark_requests(status, created_at)")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            db.close()
+
+    def create(self, model: str, matrix_overrides: dict[str, Any] | None = None,
+               requested_by: str | None = None) -> BenchmarkRequest:
+        """Store a new pending request and return it."""
+        if not isinstance(model, str) or not model.strip():
+            raise ValueError("model: must be a non-empty string (an HF id or a local path)")
+        now = _now()
+        req = BenchmarkRequest(id=f"br-{uuid.uuid4().hex[:16]}", model=model.strip(),
+                               status="pending", matrix_overrides=dict(matrix_overrides or {}),
+                               requested_by=requested_by, created_at=now, updated_at=now)
+        with self._connect() as db:
+            db.execute("INSERT INTO benchmark_requests VALUES (?,?,?,?,?,?,?,?,?)",
+                       (req.id, req.model, json.dumps(req.matrix_overrides), req.status, None,
+                        "{}", requested_by, now, now))
+        return req
+
+    def get(self, request_id: str) -> BenchmarkRequest | None:
+        """The request with REQUEST_ID, or None."""
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM benchmark_requests WHERE id = ?", (request_id,)).fetchone()
+        return None if row is None else _from_row(row)
+
+    def list(self, status: str | None = None) -> list[BenchmarkRequest]:
+        """All requests (oldest first), or those with STATUS."""
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+        with self._connect() as db:
+            if status is None:
+                rows = db.execute("SELECT * FROM benchmark_requests ORDER BY created_at, id").fetchall()
+            else:
+                rows = db.execute("SELECT * FROM benchmark_requests WHERE status = ? "
+                                  "ORDER BY created_at, id", (status,)).fetchall()
+        return [_from_row(r) for r in rows]
+
+    def set_status(self, request_id: str, status: str, reason: str | None = None,
+                   details: dict[str, Any] | None = None) -> BenchmarkRequest:
+        """Move a request to STATUS (checked against TRANSITIONS); DETAILS merge into its details.
+
+        `rejected` and `failed` need a REASON. Raises KeyError for an unknown id and
+        InvalidTransition for a move the state machine does not allow.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
+        if status in ("rejected", "failed") and not reason:
+            raise ValueError(f"status {status} needs a reason")
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM benchmark_requests WHERE id = ?", (request_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"benchmark request {request_id!r} not found")
+            current = _from_row(row)
+            if status not in TRANSITIONS[current.status]:
+                allowed = ", ".join(TRANSITIONS[current.status]) or "none (final)"
+                raise InvalidTransition(f"benchmark request {request_id}: cannot go from "
+                                        f"{current.status} to {status} (allowed: {allowed})")
+            merged = {**current.details, **(details or {})}
+            db.execute("UPDATE benchmark_requests SET status = ?, reason = ?, details = ?, "
+                       "updated_at = ? WHERE id = ?",
+                       (status, reason if reason is not None else current.reason,
+                        json.dumps(merged), _now(), request_id))
+            row = db.execute("SELECT * FROM benchmark_requests WHERE id = ?", (request_id,)).fetchone()
+        return _from_row(row)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _from_row(row: tuple) -> BenchmarkRequest:
+    rid, model, overrides, status, reason, details, requested_by, created, updated = row
+    return BenchmarkRequest(id=rid, model=model, status=status,
+                            matrix_overrides=json.loads(overrides), reason=reason,
+                            details=json.loads(details), requested_by=requested_by,
+                            created_at=created, updated_at=updated)

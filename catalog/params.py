@@ -1,0 +1,108 @@
+"""Query parameters declared once: parsed by hand on the hot path (FastAPI's per-request
+parameter machinery costs more than the query itself) and described to OpenAPI from the same list.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from catalog.index import InvalidParameter
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One query parameter: its type ("str" | "int" | "float"), default, and bounds."""
+
+    name: str
+    type: str = "str"
+    required: bool = False
+    default: Any = None
+    gt: float | None = None
+    ge: float | None = None
+    le: float | None = None
+    description: str = ""
+
+    def parse(self, raw: str) -> Any:
+        if self.type == "str":
+            return raw
+        try:
+            value = int(raw) if self.type == "int" else float(raw)
+        except ValueError:
+            kind = "an integer" if self.type == "int" else "a number"
+            raise InvalidParameter(f"invalid parameter {self.name}: {raw[:40]!r} is not {kind}",
+                                   self.name) from None
+        if not math.isfinite(value):
+            raise InvalidParameter(f"invalid parameter {self.name}: must be a finite number",
+                                   self.name)
+        for bound, ok, words in ((self.gt, lambda b: value > b, "greater than"),
+                                 (self.ge, lambda b: value >= b, "at least"),
+                                 (self.le, lambda b: value <= b, "at most")):
+            if bound is not None and not ok(bound):
+                raise InvalidParameter(f"invalid parameter {self.name}: must be {words} "
+                                       f"{bound:g}, got {raw[:40]}", self.name)
+        return value
+
+    def openapi(self) -> dict[str, Any]:
+        schema: dict[str, Any] = {"type": {"str": "string", "int": "integer",
+                                           "float": "number"}[self.type]}
+        for key, bound in (("exclusiveMinimum", self.gt), ("minimum", self.ge),
+                           ("maximum", self.le), ("default", self.default)):
+            if bound is not None:
+                schema[key] = bound
+        return {"name": self.name, "in": "query", "required": self.required,
+                "description": self.description, "schema": schema}
+
+
+def parse_query(query: Mapping[str, str], params: tuple[Param, ...]) -> dict[str, Any]:
+    """Values for PARAMS from QUERY; 422 naming the parameter that is unknown, missing or bad."""
+    known = {p.name for p in params}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise InvalidParameter(f"unknown parameter(s) {', '.join(unknown)}; this endpoint takes "
+                               f"{', '.join(sorted(known)) or 'none'}", unknown[0])
+    out = {}
+    for p in params:  # a handful of parameters per endpoint
+        raw = query.get(p.name)
+        if raw is None:
+            if p.required:
+                raise InvalidParameter(f"missing parameter {p.name}", p.name)
+            out[p.name] = p.default
+        else:
+            out[p.name] = p.parse(raw)
+    return out
+
+
+def openapi_parameters(params: tuple[Param, ...]) -> dict[str, Any]:
+    return {"parameters": [p.openapi() for p in params]}
+
+
+CATALOG_PARAMS = (
+    Param("model", description="model id, exactly as in /v1/models"),
+    Param("profile", description="only this profile's rows"),
+    Param("hardware", description="hardware type (h100) or name (h100x2)"),
+    Param("engine"),
+    Param("quantization"),
+    Param("sort", default="rank", description="a column to sort by; prefix - for descending"),
+    Param("limit", "int", default=50, ge=1, le=1000),
+    Param("cursor", description="next_cursor of the previous page"),
+)
+RECOMMEND_PARAMS = (
+    Param("model", required=True, description="model id, exactly as in /v1/models"),
+    Param("profile", required=True, description="profile name, as in /v1/profiles"),
+    Param("max_ttft_p99_ms", "float", gt=0),
+    Param("max_tpot_p99_ms", "float", gt=0),
+    Param("max_cost_per_mtok", "float", gt=0, description="USD per 1M output tokens, on-demand"),
+    Param("min_throughput", "float", ge=0, description="output tokens/s of the deployment"),
+    Param("hardware", description="hardware type (h100) or name (h100x2)"),
+    Param("top", "int", default=10, ge=1, le=100),
+    Param("weights", description="custom TOPSIS weights, e.g. "
+                                 "output_tokens_per_s_per_gpu:0.5,cost_per_mtok_on_demand:0.5"),
+)
+PARETO_PARAMS = (
+    Param("model", required=True, description="model id, exactly as in /v1/models"),
+    Param("profile", required=True, description="profile name (for its ranks)"),
+)
+PAGE_PARAMS = (Param("model"), Param("profile"))

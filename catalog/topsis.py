@@ -1,0 +1,84 @@
+"""TOPSIS scores: scikit-criteria for the catalog build, a prepared numpy form for query-time weights.
+
+Both compute the same thing: minimized criteria inverted (1/x), each column divided by its
+Euclidean norm, weights summed to 1, score = d⁻ / (d⁺ + d⁻) against the ideal (column max) and
+anti-ideal (column min). Columns that are constant over the group (all zero included) move no
+alternative nearer either pole and are left out; a group where every column is constant scores 1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def _inverted(matrix: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    m = np.asarray(matrix, dtype=float)
+    with np.errstate(divide="ignore"):
+        return np.where(np.asarray(maximize, bool), m, 1.0 / m)
+
+
+def _informative(inv: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    return (weights > 0) & (np.ptp(inv, axis=0) > 0) if len(inv) else weights > 0
+
+
+def topsis(matrix: np.ndarray, maximize: Sequence[bool], weights: Sequence[float]) -> np.ndarray:
+    """TOPSIS score in [0, 1] per row of MATRIX (n × k, finite, minimized columns > 0), via
+    scikit-criteria's mkpipe(InvertMinimize, VectorScaler, SumScaler(weights), TOPSIS)."""
+    import skcriteria as skc
+    from skcriteria.agg.topsis import TOPSIS
+    from skcriteria.pipelines import mkpipe
+    from skcriteria.preprocessing.invert_objectives import InvertMinimize
+    from skcriteria.preprocessing.scalers import SumScaler, VectorScaler
+
+    w = np.asarray(weights, dtype=float)
+    matrix = np.asarray(matrix, dtype=float)
+    keep = _informative(_inverted(matrix, maximize), w)
+    if len(matrix) == 0:
+        return np.zeros(0)
+    if not keep.any():
+        return np.ones(len(matrix))
+    objectives = [max if mx else min for mx, k in zip(maximize, keep, strict=True) if k]
+    pipe = mkpipe(InvertMinimize(), VectorScaler(target="matrix"), SumScaler(target="weights"),
+                  TOPSIS())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dm = skc.mkdm(matrix[:, keep], objectives, weights=w[keep])
+        result = pipe.evaluate(dm)
+    return np.nan_to_num(np.asarray(result.e_.similarity, dtype=float), nan=1.0)
+
+
+@dataclass(slots=True)
+class PreparedTopsis:
+    """A group's squared distances to the ideal and anti-ideal per criterion, so scoring any rows
+    under any weights is two small matrix-vector products.
+
+    d⁺² = Σ_j w_j² (r_ij − max_j r_j)², d⁻² likewise with the min; the score d⁻/(d⁺ + d⁻) does not
+    change when all weights are scaled, so weights need not be summed to 1 first.
+    """
+
+    to_best: np.ndarray    # n × k: (r_ij − max_j)²
+    to_worst: np.ndarray   # n × k: (r_ij − min_j)²
+
+    @classmethod
+    def prepare(cls, matrix: np.ndarray, maximize: Sequence[bool]) -> PreparedTopsis:
+        inv = _inverted(matrix, maximize)
+        norm = np.sqrt((inv ** 2).sum(axis=0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(norm > 0, inv / norm, 0.0)
+        if not len(r):
+            return cls(r, r)
+        return cls((r - r.max(axis=0)) ** 2, (r - r.min(axis=0)) ** 2)
+
+    def score(self, weights: Sequence[float], rows: np.ndarray | None = None) -> np.ndarray:
+        """Scores of ROWS (all when None), ideal and anti-ideal taken over the whole group."""
+        w2 = np.asarray(weights, dtype=float) ** 2
+        best = self.to_best if rows is None else self.to_best[rows]
+        worst = self.to_worst if rows is None else self.to_worst[rows]
+        d_best, d_worst = np.sqrt(best @ w2), np.sqrt(worst @ w2)
+        total = d_best + d_worst
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(total > 0, d_worst / total, 1.0)

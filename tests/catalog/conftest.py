@@ -1,0 +1,114 @@
+"""Fixtures for catalog tests: small synthetic catalogs, stores, and a live API over 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+
+from catalog import build_catalog, load_hardware, load_profiles
+from catalog.snapshots import write_snapshot
+from catalog.synthetic import synthetic_requests, synthetic_summary
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def hardware():
+    return load_hardware(REPO / "configs/hardware.yaml")
+
+
+@pytest.fixture(scope="session")
+def profiles():
+    return load_profiles(REPO / "configs/profiles.yaml")
+
+
+@pytest.fixture(scope="session")
+def summary() -> pd.DataFrame:
+    return synthetic_summary(600, models=3, seed=7, failed_share=0.05)
+
+
+@pytest.fixture(scope="session")
+def requests_table(summary: pd.DataFrame) -> pd.DataFrame:
+    return synthetic_requests(summary, per_config=20, seed=7)
+
+
+@pytest.fixture(scope="session")
+def catalog_df(summary, requests_table, hardware, profiles) -> pd.DataFrame:
+    return build_catalog(summary, requests_table, hardware, profiles)
+
+
+@pytest.fixture
+def store(tmp_path: Path, catalog_df: pd.DataFrame) -> Path:
+    root = tmp_path / "store"
+    write_snapshot(catalog_df, root)
+    return root
+
+
+class LiveServer:
+    """uvicorn serving an app in a thread on a free port; `client` is an httpx.Client on it."""
+
+    def __init__(self, app):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                                    log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        self.client = httpx.Client(base_url=self.url, timeout=20)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., LiveServer]]:
+    """serve(store, **create_app_kwargs) -> a started LiveServer; all are stopped at teardown."""
+    from catalog.api import create_app
+
+    started: list[LiveServer] = []
+
+    def start(store_root: Path, **kwargs) -> LiveServer:
+        kwargs.setdefault("configs_dir", REPO / "configs")
+        live = LiveServer(create_app(store_root, **kwargs)).__enter__()
+        started.append(live)
+        return live
+
+    yield start
+    for live in started:
+        live.__exit__(None, None, None)
+
+
+SHARED_KEY = "test-key-123"
+
+
+@pytest.fixture(scope="module")
+def shared_live(tmp_path_factory, catalog_df) -> Iterator[LiveServer]:
+    """One server (API key SHARED_KEY) for many read-only cases: starting one per case is slow."""
+    from catalog.api import create_app
+
+    root = tmp_path_factory.mktemp("shared") / "store"
+    write_snapshot(catalog_df, root)
+    app = create_app(root, configs_dir=REPO / "configs", api_keys=[SHARED_KEY])
+    with LiveServer(app) as live:
+        yield live
