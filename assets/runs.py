@@ -9,6 +9,7 @@ import dagster as dg
 from assets.matrix import benchmark_matrix, deployments
 from bench.deployment_run import sweep
 from bench.profiles import load_profiles
+from bench.server_metrics import scrape
 from resources.run_files import deployment_configs, finished, outcome_schema, write_outcome
 from resources.store import ResultStore
 from resources.target_resource import TargetsResource
@@ -37,6 +38,7 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
     log_path = Path(tempfile.mkstemp(prefix=f"{key}-", suffix=".log")[1])
 
     def record(outcome):
+        outcome.config.update({f"target_{k}": v for k, v in target.info().items()})
         uri = write_outcome(store, outcome, schema)
         run.log_workload(int(outcome.config["workload_index"]), outcome.config["workload_id"],
                          outcome.summary)
@@ -47,13 +49,17 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
 
     outcomes, failed, status = [], [], "FAILED"
     # The server is sized for the deployment's largest workload.
-    deployment = dict(configs[0], kv_cache_gb=max(c["kv_cache_gb"] for c in configs))
+    deployment = dict(configs[0], **{k: max(c[k] for c in configs)
+                                     for k in ("kv_cache_gb", "input_max", "output_max")})
     target = targets.targets().for_deployment(deployment, log_path)
     try:
         with target:
+            url = target.metrics_url()
             outcomes = sweep(todo, target.endpoint(), str(configs[0]["model_id"]), profiles,
                              done=set(), on_outcome=record, check_alive=target.check_alive,
-                             log=context.log.info)
+                             log=context.log.info,
+                             scrape=(lambda: scrape(url, headers=target.endpoint().headers))
+                             if url else None)
         failed = [o for o in outcomes if o.status == "failed"]
         status = "FAILED" if failed else "FINISHED"
     finally:

@@ -20,6 +20,7 @@ from bench.endpoint import Endpoint
 from bench.errors import EndpointBroken
 from bench.loadgen import run_workload
 from bench.profiles import Profile
+from bench.server_metrics import server_view
 from bench.workload import Workload
 
 WORKLOAD_FIELDS = tuple(f.name for f in fields(Workload))
@@ -97,9 +98,11 @@ def _level_group(config: Mapping) -> tuple:
 def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Profile],
           done: set[str], on_outcome: Callable[[Outcome], None],
           check_alive: Callable[[], None] = lambda: None,
-          saturation: Saturation | None = None, log: Callable[[str], None] = print) -> list[Outcome]:
+          saturation: Saturation | None = None, log: Callable[[str], None] = print,
+          scrape: Callable[[], dict[str, float]] | None = None) -> list[Outcome]:
     """Measure CONFIGS (one deployment, matrix order) except those in DONE; call ON_OUTCOME
-    after each. A failed workload (server died, error threshold) ends the sweep with it."""
+    after each. A failed workload (server died, error threshold) ends the sweep with it.
+    SCRAPE (the server's parsed /metrics) adds the server's own view as `server_*` columns."""
     saturation = saturation or Saturation.loosest(profiles)
     outcomes: list[Outcome] = []
     previous: dict[tuple, dict] = {}
@@ -111,7 +114,10 @@ def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Pro
         if group in stopped:
             outcome = Outcome(config, "skipped", stopped[group])
         else:
+            before = scrape() if scrape else {}
             outcome = _measure(config, endpoint, tokenizer, profiles, check_alive, log)
+            if scrape and outcome.summary is not None:
+                outcome.summary.update(server_view(before, scrape()))
             if outcome.status == "ok":
                 why = saturation.reason(outcome.summary, previous.get(group))
                 if why:

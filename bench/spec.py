@@ -238,15 +238,28 @@ def _read_model_config(model: ModelSpec, base: Path, where: str, source: str) ->
     return model.model_copy(update={k: v for k, v in filled.items() if getattr(model, k) is None})
 
 
+def _with_base(path: Path, raw: object, source: str, depth: int = 0) -> dict:
+    """`extends: base.yaml` (relative to the spec): the base's top-level keys, overridden."""
+    if not isinstance(raw, dict):
+        raise SpecError(source, "", "a matrix spec must be a mapping at the top level")
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or depth > 4:
+        raise SpecError(source, "extends", "must name one spec file (at most 5 levels deep)")
+    base_path = path.parent / base_name
+    if not base_path.exists():
+        raise SpecError(source, "extends", f"{base_path} not found")
+    return _with_base(base_path, load_yaml(base_path), str(base_path), depth + 1) | raw
+
+
 def load_spec(path: str | Path) -> MatrixSpec:
     """Read and validate a matrix spec; every problem is a SpecError naming file and field."""
     from servecat.hardware import load_hardware
 
     path = Path(path)
     source = str(path)
-    raw = load_yaml(path)
-    if not isinstance(raw, dict):
-        raise SpecError(source, "", "a matrix spec must be a mapping at the top level")
+    raw = _with_base(path, load_yaml(path), source)
     try:
         spec = MatrixSpec.model_validate(raw)
     except ValidationError as exc:

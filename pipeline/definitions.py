@@ -9,6 +9,7 @@ from assets.matrix import benchmark_matrix
 from assets.runs import benchmark_runs
 from pipeline.environment import resources
 from pipeline.requests_sensor import benchmark_request_sensor
+from pipeline.runpod_sensors import runpod_orphan_sensor
 from pipeline.schedules import matrix_job, matrix_spec_sensor, runs_job, stale_results_schedule
 
 defs = dg.Definitions(
@@ -19,7 +20,7 @@ defs = dg.Definitions(
                   catalog.catalog_has_every_config],
     jobs=[matrix_job, runs_job],
     schedules=[stale_results_schedule],
-    sensors=[matrix_spec_sensor, benchmark_request_sensor,
+    sensors=[matrix_spec_sensor, benchmark_request_sensor, runpod_orphan_sensor,
              dg.AutomationConditionSensorDefinition(
                  "catalog_automation", target=dg.AssetSelection.assets("benchmark_results",
                                                                        "model_catalog"),

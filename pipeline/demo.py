@@ -22,6 +22,14 @@ from engine.local_models import ensure_model
 from pipeline.demo_report import results_table, top_configs
 from pipeline.environment import resources
 from resources.store import catalog_root
+from resources.vllm_target import vllm_python
+
+
+def demo_specs(spec_path: str | Path) -> list[Path]:
+    """SPEC_PATH, plus its vLLM twin (`<name>-vllm.yaml`) when vLLM's environment exists."""
+    spec_path = Path(spec_path)
+    twin = spec_path.with_name(f"{spec_path.stem}-vllm.yaml")
+    return [spec_path, twin] if twin.exists() and vllm_python().exists() else [spec_path]
 
 
 def run_demo(spec_path: str | Path, echo=print) -> None:
@@ -29,12 +37,20 @@ def run_demo(spec_path: str | Path, echo=print) -> None:
     started = time.perf_counter()
     echo(f"model: {ensure_model('small')}")
     instance, res = dg.DagsterInstance.get(), resources()
-    _step(echo, "benchmark_matrix", dg.materialize(
-        [benchmark_matrix], instance=instance, resources=res,
-        run_config={"ops": {"benchmark_matrix": {"config": {"spec_path": str(spec_path)}}}}))
-    exp = expand_file(spec_path)
-    keys = exp.deployments
-    echo(f"matrix {exp.spec.name}: {len(exp.configs)} configs in {len(keys)} deployments")
+    specs = demo_specs(spec_path)
+    if len(specs) == 1:
+        echo(f"vLLM not installed at {vllm_python().parent.parent}: builtin only "
+             f"(`make vllm-env` adds a vLLM deployment to the demo)")
+    keys, names = [], []
+    for spec in specs:
+        _step(echo, f"benchmark_matrix {spec}", dg.materialize(
+            [benchmark_matrix], instance=instance, resources=res,
+            run_config={"ops": {"benchmark_matrix": {"config": {"spec_path": str(spec)}}}}))
+        exp = expand_file(spec)
+        keys += exp.deployments
+        names.append(exp.spec.name)
+        echo(f"matrix {exp.spec.name}: {len(exp.configs)} configs in {len(exp.deployments)} "
+             f"deployments")
     failed = []
     for i, key in enumerate(keys, 1):
         t0 = time.perf_counter()
@@ -48,8 +64,8 @@ def run_demo(spec_path: str | Path, echo=print) -> None:
     _step(echo, "benchmark_results + model_catalog", dg.materialize(
         [benchmark_results, model_catalog], instance=instance, resources=res))
     store = res["store"]
-    echo("\n" + results_table(store, res["warehouse"], exp.spec.name))
-    echo("\n" + top_configs(load_latest(catalog_root(store)).frame, exp.spec.name))
+    echo("\n" + results_table(store, res["warehouse"], names))
+    echo("\n" + top_configs(load_latest(catalog_root(store)).frame, names))
     echo(f"\ncatalog API on this catalog: .venv/bin/servecat api --store {catalog_root(store)}")
     echo(f"demo finished in {time.perf_counter() - started:.1f} s"
          + (f"; failed deployments: {', '.join(failed)}" if failed else ""))

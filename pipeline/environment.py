@@ -8,6 +8,11 @@
 | MLFLOW_TRACKING_URI | sqlite:///.servecat/mlflow/mlflow.db | MLflow tracking store |
 | SERVECAT_OPENAI_BASE_URL / _API_KEY | unset | the server of `openai` deployments |
 | SERVECAT_TARGET_COMMANDS | {} | JSON: engine -> launch command template of a managed server |
+| RUNPOD_API_KEY | unset | RunPod API key (engine `runpod`; read through dg.EnvVar only) |
+| SERVECAT_RUNPOD_REST_URL / _SERVERLESS_URL | RunPod's | RunPod REST v1 and serverless bases |
+| SERVECAT_RUNPOD_MODE | serverless | `serverless` endpoint or `pod` |
+| SERVECAT_RUNPOD_TEMPLATE_ID / _ENDPOINT_ID | unset | use this template / reuse this endpoint |
+| SERVECAT_RUNPOD_INTERRUPTIBLE | 0 | pods: 1 for spot (interruptible) |
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 
 import dagster as dg
 
+from resources.runpod import REST_URL, SERVERLESS_URL, RunPodConfig
 from resources.store import ResultStore
 from resources.target_resource import TargetsResource
 from resources.tracking import Tracking
@@ -36,7 +42,18 @@ def resources() -> dict:
                              s3_region=_env("AWS_REGION", "us-east-1")),
         "targets": TargetsResource(openai_base_url=_env("SERVECAT_OPENAI_BASE_URL"),
                                    openai_api_key=api_key,
-                                   commands=json.loads(_env("SERVECAT_TARGET_COMMANDS", "{}"))),
+                                   commands=json.loads(_env("SERVECAT_TARGET_COMMANDS", "{}")),
+                                   runpod=_runpod()),
         "tracking": Tracking(),
         "warehouse": Warehouse(database=_env("SERVECAT_RESULTS_DB", ".servecat/results.duckdb")),
     }
+
+
+def _runpod() -> RunPodConfig:
+    return RunPodConfig(
+        api_key=dg.EnvVar("RUNPOD_API_KEY") if _env("RUNPOD_API_KEY") else "",
+        rest_url=_env("SERVECAT_RUNPOD_REST_URL", REST_URL),
+        serverless_url=_env("SERVECAT_RUNPOD_SERVERLESS_URL", SERVERLESS_URL),
+        mode=_env("SERVECAT_RUNPOD_MODE", "serverless"),
+        template_id=_env("SERVECAT_RUNPOD_TEMPLATE_ID"), endpoint_id=_env("SERVECAT_RUNPOD_ENDPOINT_ID"),
+        interruptible=_env("SERVECAT_RUNPOD_INTERRUPTIBLE", "0") in ("1", "true", "yes"))

@@ -7,10 +7,16 @@ import pyarrow.compute as pc
 
 from bench.deployment_run import DONE_STATUSES, Outcome
 from bench.schema import summary_schema
+from bench.server_metrics import SERVER_COLUMNS
 from resources.store import ResultStore, requests_path, summary_path
 
 STATUS_FIELDS = [pa.field("status", pa.string()), pa.field("status_reason", pa.string()),
                  pa.field("measured_at", pa.string())]
+# What a target reports about itself (Target.info), kept beside every summary row.
+TARGET_FIELDS = [pa.field("target_cold_start_s", pa.float64()),
+                 pa.field("target_cost_usd_per_hour", pa.float64()),
+                 pa.field("target_engine_version", pa.string())]
+SERVER_FIELDS = [pa.field(name, pa.float64()) for name in SERVER_COLUMNS]
 
 
 def deployment_configs(store: ResultStore, deployment: str) -> tuple[list[dict], pa.Schema]:
@@ -47,7 +53,7 @@ def finished(store: ResultStore, deployment: str) -> set[str]:
 
 def outcome_schema(matrix_schema: pa.Schema, profile_names: list[str]) -> pa.Schema:
     metrics = summary_schema(profile_names)
-    return pa.schema([*matrix_schema, *STATUS_FIELDS,
+    return pa.schema([*matrix_schema, *STATUS_FIELDS, *TARGET_FIELDS, *SERVER_FIELDS,
                       *[f for f in metrics if f.name not in matrix_schema.names]])
 
 

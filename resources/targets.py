@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shlex
 import signal
 import socket
@@ -21,10 +22,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from bench.endpoint import Endpoint
+
+if TYPE_CHECKING:
+    from resources.runpod import RunPodConfig
 
 
 class TargetError(RuntimeError):
@@ -69,6 +74,10 @@ class Target(ABC):
     def health_url(self) -> str:
         return self.endpoint().base_url.rstrip("/").removesuffix("/v1") + "/health"
 
+    def metrics_url(self) -> str | None:
+        """Prometheus metrics of the server, when it exports them."""
+        return self.endpoint().base_url.rstrip("/").removesuffix("/v1") + "/metrics"
+
     def check_alive(self) -> None:
         """Raise TargetError if a managed server has exited."""
         return None
@@ -79,6 +88,11 @@ class Target(ABC):
 
     def log_tail(self, lines: int = 20) -> str:
         return ""
+
+    def info(self) -> dict[str, object]:
+        """Facts about the target to keep beside every summary row of its workloads, as
+        `target_*` columns (e.g. cold start seconds, the provider's reported $/hour)."""
+        return {}
 
     def describe(self) -> str:
         return type(self).__name__
@@ -224,7 +238,11 @@ def command_target(template: str, deployment: Mapping, log_path: Path | None = N
     values |= {"port": port, "python": sys.executable,
                "dtype": DTYPES.get(str(deployment.get("quantization")), "auto")}
     try:
-        argv = [part.format(**values) for part in shlex.split(template)]
+        argv = []
+        for part in shlex.split(template):
+            text = part.format(**values)
+            # A `{..._flag(s)}` placeholder stands for zero or more whole arguments.
+            argv += shlex.split(text) if re.fullmatch(r"\{\w+_flags?\}", part) else [text]
     except (KeyError, IndexError) as exc:
         raise TargetError(f"launch command {template!r}: unknown placeholder {exc}") from None
     return ProcessTarget(argv, port, str(deployment["model"]), log_path=log_path,
@@ -241,10 +259,12 @@ class Targets:
     deployment of that engine gets a managed server started from it."""
 
     def __init__(self, openai_base_url: str | None = None, openai_api_key: str | None = None,
-                 health_timeout_s: float = 300.0, commands: Mapping[str, str] | None = None):
+                 health_timeout_s: float = 300.0, commands: Mapping[str, str] | None = None,
+                 runpod: RunPodConfig | None = None):
         self.openai_base_url, self._openai_api_key = openai_base_url, openai_api_key
         self.health_timeout_s = health_timeout_s
         self.commands = dict(commands or {})
+        self.runpod = runpod
 
     def for_deployment(self, deployment: Mapping, log_path: Path | None = None) -> Target:
         engine = str(deployment["engine"])
@@ -253,11 +273,19 @@ class Targets:
                                   self.health_timeout_s)
         if engine == "builtin":
             return builtin_target(deployment, log_path, self.health_timeout_s)
+        if engine == "vllm":
+            from resources.vllm_target import vllm_target
+
+            return vllm_target(deployment, log_path, max(self.health_timeout_s, 300.0))
         if engine == "openai":
             if not self.openai_base_url:
                 raise TargetError("engine openai needs a base URL: set SERVECAT_OPENAI_BASE_URL "
                                   "(or the targets resource's openai_base_url)")
             return ExistingTarget(self.openai_base_url, str(deployment["model"]),
                                   self._openai_api_key, self.health_timeout_s)
+        if engine == "runpod":
+            if self.runpod is None or not self.runpod.configured():
+                raise TargetError("engine runpod needs a RunPod API key: set RUNPOD_API_KEY")
+            return self.runpod.target(deployment)
         raise TargetError(f"engine {engine} has no target in this build: deployments of "
                           f"builtin and openai run here")
