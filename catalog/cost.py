@@ -23,13 +23,18 @@ def add_cost(configs: pd.DataFrame, hardware: Sequence[Hardware]) -> pd.DataFram
     """Add per-GPU throughput, on-demand and spot cost per 1M output tokens, and tokens per USD.
 
     Prices in hardware.yaml are per GPU-hour (per machine for `cpu`), so a deployment's price is
-    price × max(gpu_count, 1). Rows whose hardware has no price, or that produced no tokens, get NaN.
+    price × max(gpu_count, 1). A price the provider reported for the deployment itself
+    (`target_cost_usd_per_hour`, e.g. a RunPod pod's costPerHr) replaces the on-demand one.
+    Rows whose hardware has no price, or that produced no tokens, get NaN.
     """
     prices = pd.DataFrame([h.to_dict() for h in hardware]).set_index("name")
     kind = hardware_type(configs["hardware"], list(prices.index))
     gpus = np.maximum(pd.to_numeric(configs["gpu_count"], errors="coerce").fillna(1).to_numpy(), 1)
     on_demand = kind.map(prices["on_demand_usd_per_hour"]).to_numpy(float) * gpus
     spot = kind.map(prices["spot_usd_per_hour"]).to_numpy(float) * gpus
+    if "target_cost_usd_per_hour" in configs:
+        reported = pd.to_numeric(configs["target_cost_usd_per_hour"], errors="coerce").to_numpy(float)
+        on_demand = np.where(np.isfinite(reported) & (reported > 0), reported, on_demand)
     tps = configs["output_tokens_per_s"].to_numpy(float)
     tokens_per_hour = np.where(tps > 0, tps * 3600.0, np.nan)
     out = configs.copy()

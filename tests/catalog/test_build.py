@@ -164,3 +164,14 @@ def test_single_config_group(hardware):
     df = build_catalog(s, None, [*hardware, Hardware("x", 1, 1)], p)
     assert df["rank"].tolist() == [1] and df["topsis_score"].tolist() == [1.0]
     assert df["pareto"].tolist() == [True]
+
+
+def test_reported_price_replaces_the_table_price(summary, hardware):
+    from catalog.cost import add_cost
+
+    rows = summary.head(4).copy()
+    rows["target_cost_usd_per_hour"] = [None, 1.5, float("nan"), 0.0]
+    plain, priced = add_cost(summary.head(4), hardware), add_cost(rows, hardware)
+    assert priced["usd_per_hour_on_demand"].iloc[1] == 1.5
+    for i in (0, 2, 3):
+        assert priced["usd_per_hour_on_demand"].iloc[i] == plain["usd_per_hour_on_demand"].iloc[i]
