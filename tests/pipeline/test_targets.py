@@ -1,0 +1,52 @@
+"""Targets: launch-command templates, URL templates, health failures, cleanup."""
+
+from __future__ import annotations
+
+import subprocess
+
+import httpx
+import pytest
+
+from resources.engine_commands import DEFAULT_COMMANDS
+from resources.targets import ExistingTarget, TargetError, Targets, command_target
+from tests.pipeline.support import scripted_command
+
+ROW = {"engine": "tgi", "model": "m", "model_id": "org/m", "quantization": "bf16",
+       "max_num_seqs": 64, "max_num_batched_tokens": float("nan"), "tensor_parallel_size": 2}
+
+
+def test_templates_render_every_flag():
+    target = Targets().for_deployment(ROW)
+    assert target.argv[:3] == ["text-generation-launcher", "--model-id", "org/m"]
+    assert "--num-shard" in target.argv and target.argv[target.argv.index("--num-shard") + 1] == "2"
+    assert target.argv[target.argv.index("--dtype") + 1] == "bfloat16"
+    for engine in DEFAULT_COMMANDS:
+        assert Targets().for_deployment(ROW | {"engine": engine}).port > 0
+    with pytest.raises(TargetError, match="unknown placeholder 'nope'"):
+        command_target("serve --x {nope}", ROW)
+    empty = command_target("serve {quantization_flag} --port {port}", ROW | {"quantization_flag": ""})
+    assert empty.argv == ["serve", "--port", str(empty.port)]
+
+
+def test_managed_server_starts_serves_and_is_gone_after(tiny_model):
+    target = command_target(scripted_command({"seed": 99123}), ROW)
+    with target:
+        assert httpx.get(target.health_url()).status_code == 200
+        assert target.endpoint().base_url.endswith(f":{target.port}/v1")
+    assert not subprocess.run(["pgrep", "-f", "99123"], capture_output=True).stdout
+
+
+def test_server_that_exits_is_a_clear_error():
+    target = command_target("{python} -c 'import sys; print(\"boom\"); sys.exit(7)'", ROW)
+    with pytest.raises(TargetError, match=r"exited with code 7[\s\S]*boom"):
+        target.__enter__()
+
+
+def test_openai_url_template_and_missing_url():
+    target = Targets(openai_base_url="http://127.0.0.1:9/{model}/v1").for_deployment(
+        ROW | {"engine": "openai"})
+    assert isinstance(target, ExistingTarget) and target.base_url == "http://127.0.0.1:9/m/v1"
+    with pytest.raises(TargetError, match="SERVECAT_OPENAI_BASE_URL"):
+        Targets().for_deployment(ROW | {"engine": "openai"})
+    with pytest.raises(TargetError, match="not healthy after 1 s"):
+        ExistingTarget("http://127.0.0.1:9/v1", "m", health_timeout_s=1).start()
