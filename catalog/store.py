@@ -6,26 +6,14 @@ a local folder; an S3 backend needs these four functions and nothing else.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
+
+from servecat.atomic import write_bytes_atomic
 
 
 def write_atomic(root: str | Path, key: str, data: bytes) -> str:
     """Write DATA to ROOT/KEY whole or not at all; returns the full path."""
-    path = Path(root) / key
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return str(path)
+    return str(write_bytes_atomic(data, Path(root) / key))
 
 
 def read_bytes(root: str | Path, key: str) -> bytes:
