@@ -30,12 +30,9 @@ def orphans(client: RunPodClient, in_use: set[str], max_age_s: float,
     kept_templates: set[str] = set()
     for kind, items in (("endpoint", client.list_endpoints()), ("pod", client.list_pods())):
         for obj in items:
-            name = str(obj.get("name") or "")
-            if not name.startswith(NAME_PREFIX):
-                continue
-            born = created_at(obj)
+            name, born = str(obj.get("name") or ""), created_at(obj)
             old = born is not None and (now - born).total_seconds() > max_age_s
-            if old and name.removeprefix(NAME_PREFIX) not in in_use:
+            if name.startswith(NAME_PREFIX) and old and name.removeprefix(NAME_PREFIX) not in in_use:
                 found.append((kind, obj))
             elif obj.get("templateId"):
                 kept_templates.add(str(obj["templateId"]))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from resources.runpod import RunPodConfig
 from resources.targets import Targets
 
 
@@ -19,7 +20,9 @@ class TargetsResource(dg.ConfigurableResource):
     health_timeout_s: float = 300.0
     # engine -> launch command template (placeholders: see resources.targets.command_target)
     commands: dict[str, str] = {}
+    # engine `runpod`; its api_key is meant to be dg.EnvVar("RUNPOD_API_KEY")
+    runpod: RunPodConfig = RunPodConfig()
 
     def targets(self) -> Targets:
         return Targets(self.openai_base_url or None, self.openai_api_key or None,
-                       self.health_timeout_s, self.commands)
+                       self.health_timeout_s, self.commands, runpod=self.runpod)

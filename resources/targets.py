@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from bench.endpoint import Endpoint
+from resources.engine_commands import DEFAULT_COMMANDS
 
 if TYPE_CHECKING:
     from resources.runpod import RunPodConfig
@@ -268,9 +269,9 @@ class Targets:
 
     def for_deployment(self, deployment: Mapping, log_path: Path | None = None) -> Target:
         engine = str(deployment["engine"])
-        if engine in self.commands:
-            return command_target(self.commands[engine], deployment, log_path,
-                                  self.health_timeout_s)
+        command = self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)
+        if command:
+            return command_target(command, deployment, log_path, self.health_timeout_s)
         if engine == "builtin":
             return builtin_target(deployment, log_path, self.health_timeout_s)
         if engine == "vllm":
@@ -281,11 +282,13 @@ class Targets:
             if not self.openai_base_url:
                 raise TargetError("engine openai needs a base URL: set SERVECAT_OPENAI_BASE_URL "
                                   "(or the targets resource's openai_base_url)")
-            return ExistingTarget(self.openai_base_url, str(deployment["model"]),
+            # The URL may be a template per deployment, e.g. http://{model}.internal:8000/v1.
+            url = self.openai_base_url.format(**{k: v for k, v in deployment.items()})
+            return ExistingTarget(url, str(deployment["model"]),
                                   self._openai_api_key, self.health_timeout_s)
         if engine == "runpod":
             if self.runpod is None or not self.runpod.configured():
                 raise TargetError("engine runpod needs a RunPod API key: set RUNPOD_API_KEY")
             return self.runpod.target(deployment)
-        raise TargetError(f"engine {engine} has no target in this build: deployments of "
-                          f"builtin and openai run here")
+        raise TargetError(f"engine {engine} has no target: give it a launch command in "
+                          f"SERVECAT_TARGET_COMMANDS (JSON engine -> command template)")
