@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 from collections.abc import Mapping
@@ -39,23 +41,40 @@ class Tracking(dg.ConfigurableResource):
         import mlflow
 
         uri = self.uri()
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        client = mlflow.MlflowClient(tracking_uri=uri)
-        exp = client.get_experiment_by_name(self.experiment)
-        if exp is None:
-            artifacts = None
-            if uri.startswith("sqlite:///"):
-                artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
-            exp_id = client.create_experiment(self.experiment, artifact_location=artifacts)
-        else:
-            exp_id = exp.experiment_id
+        with _store_lock(uri):
+            # A new sqlite store is created by the first client; two runs starting at once
+            # would both run its migrations, so creation is serialised.
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            exp = client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                artifacts = None
+                if uri.startswith("sqlite:///"):
+                    artifacts = (Path(uri.removeprefix("sqlite:///")).parent / "artifacts").as_uri()
+                exp_id = client.create_experiment(self.experiment, artifact_location=artifacts)
+            else:
+                exp_id = exp.experiment_id
         run = client.create_run(exp_id, run_name=str(deployment["deployment"]),
                                 tags={k: str(v) for k, v in run_tags.items()})
         params = {k: _param(deployment.get(k)) for k in DEPLOYMENT_PARAMS if k in deployment}
         for key, value in params.items():
             client.log_param(run.info.run_id, key, value)
         return TrackedRun(client, run.info.run_id)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """An exclusive lock beside a local sqlite store (nothing for a tracking server)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_suffix(".lock"), "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _param(value: object) -> str:
