@@ -74,6 +74,7 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
     return dg.MaterializeResult(metadata={
         "workloads": len(configs), "measured_now": sum(o.status == "ok" for o in outcomes),
         "skipped": sum(o.status == "skipped" for o in outcomes),
+        "sweep_s": sum((o.summary or {}).get("wall_s", 0.0) for o in outcomes),
         "results": dg.MetadataValue.md(_table(outcomes)),
     })
 

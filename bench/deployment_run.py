@@ -151,6 +151,7 @@ def _measure(config, endpoint, tokenizer, profiles, check_alive, log) -> Outcome
     except Exception as exc:
         return Outcome(config, "failed", f"{type(exc).__name__}: {exc}")
     s = result.summary
+    s["wall_s"] = time.perf_counter() - started  # warm-up included: what the sweep spent
     log(f"{config['workload_id']}: {s.get('output_tokens_per_s', 0):.1f} tok/s, "
         f"p99 TTFT {s.get('ttft_p99_ms') or 0:.0f} ms, errors {s.get('error_rate', 0):.1%} "
         f"({time.perf_counter() - started:.1f} s)")

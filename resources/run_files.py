@@ -11,7 +11,7 @@ from bench.server_metrics import SERVER_COLUMNS
 from resources.store import ResultStore, requests_path, summary_path
 
 STATUS_FIELDS = [pa.field("status", pa.string()), pa.field("status_reason", pa.string()),
-                 pa.field("measured_at", pa.string())]
+                 pa.field("measured_at", pa.string()), pa.field("wall_s", pa.float64())]
 # What a target reports about itself (Target.info), kept beside every summary row.
 TARGET_FIELDS = [pa.field("target_cold_start_s", pa.float64()),
                  pa.field("target_cost_usd_per_hour", pa.float64()),
