@@ -1,0 +1,230 @@
+"""The step loop: schedule, run one forward, append tokens, detokenize, stop, free."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.block_manager import BlockManager
+from engine.config import DTYPE_ALIASES, DTYPES, WEIGHT_QUANTIZATIONS, EngineConfig
+from engine.metrics import EngineMetrics
+from engine.model import CausalLM
+from engine.model_runner import ModelRunner
+from engine.scheduler import Scheduler
+from engine.sequence import SamplingParams, Sequence, SequenceStatus
+from servecat.engines import supported, unsupported_reason
+
+
+class RequestError(ValueError):
+    """A request the engine refuses (too long, bad sampling settings); the server answers 400."""
+
+
+class QueueFullError(RuntimeError):
+    """Too many requests already waiting; the server answers 429."""
+
+
+@dataclass(slots=True)
+class StepOutput:
+    seq: Sequence
+    token_id: int | None  # None: finished without a new token (abort)
+    text: str  # new text that can be shown (held back while it may start a stop string)
+    finished: bool
+
+
+def resolve(config: EngineConfig) -> tuple[torch.device, str, str | None]:
+    """Device, activation dtype word and weight quantization; refuses what the table refuses."""
+    device = torch.device("cuda" if config.device == "auto" and torch.cuda.is_available()
+                          else ("cpu" if config.device == "auto" else config.device))
+    platform = "cpu" if device.type == "cpu" else "cuda"
+    quant = config.quantization if config.quantization not in (None, "", "none") else None
+    dtype = config.dtype
+    if quant in DTYPES:  # a matrix word like bf16 passed as quantization
+        dtype, quant = quant, None
+    dtype = DTYPE_ALIASES.get(dtype, dtype) if dtype != "auto" else (
+        "fp32" if platform == "cpu" else "bf16")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {config.dtype!r} is not one of auto, {', '.join(DTYPES)}")
+    if quant is not None and quant not in WEIGHT_QUANTIZATIONS:
+        raise ValueError(f"quantization {quant!r} is not one of {', '.join(WEIGHT_QUANTIZATIONS)}")
+    hardware = "cpu" if platform == "cpu" else "gpu"
+    for word in (dtype, quant):
+        if word is not None and not supported("builtin", hardware, word):
+            raise ValueError(unsupported_reason("builtin", hardware, word))
+    return device, dtype, quant
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig):
+        from transformers import AutoTokenizer
+
+        self.config = config
+        if config.num_threads:
+            torch.set_num_threads(config.num_threads)
+        self.device, self.dtype_name, self.quantization = resolve(config)
+        dtype = getattr(torch, DTYPES[self.dtype_name])
+        model_dir = Path(config.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = CausalLM(model_dir, dtype, self.device, self.quantization)
+        spec = self.model.spec
+        self.runner = ModelRunner(self.model, config.block_size, config.kv_cache_memory,
+                                  config.kv_cache_fraction)
+        pool_tokens = self.runner.num_blocks * config.block_size
+        limits = [spec.max_position_embeddings, pool_tokens]
+        if config.max_model_len:
+            limits.append(config.max_model_len)
+        if spec.sliding_window:  # attention here is full; beyond the window it would differ
+            limits.append(spec.sliding_window)
+        self.max_model_len = min(limits)
+        self.block_manager = BlockManager(self.runner.num_blocks, config.block_size,
+                                          config.enable_prefix_caching)
+        self.scheduler = Scheduler(self.block_manager, config.max_num_seqs,
+                                   config.max_num_batched_tokens)
+        self.eos_token_ids = set(spec.eos_token_ids)
+        self.metrics = EngineMetrics(str(config.model))
+        self.requests: dict[str, Sequence] = {}
+        backend = getattr(self.tokenizer, "_tokenizer", None)
+        self._decode = (backend.decode if backend is not None
+                        else lambda ids, skip_special_tokens: self.tokenizer.decode(
+                            ids, skip_special_tokens=skip_special_tokens))
+
+    # --- requests -------------------------------------------------------------------------
+    def add_request(self, request_id: str, prompt_ids: list[int],
+                    params: SamplingParams) -> Sequence:
+        """Queue a request; it joins the batch at the next step."""
+        if not prompt_ids:
+            raise RequestError("the prompt is empty")
+        if len(prompt_ids) >= self.max_model_len:
+            raise RequestError(
+                f"This model's maximum context length is {self.max_model_len} tokens. However, "
+                f"your prompt has {len(prompt_ids)} tokens; it must be shorter to leave room "
+                f"for at least one generated token.")
+        vocab = self.model.spec.vocab_size
+        if any(not 0 <= t < vocab for t in prompt_ids):
+            raise RequestError(f"prompt token ids must be in [0, {vocab})")
+        if params.max_tokens < 1:
+            raise RequestError("max_tokens must be at least 1")
+        if request_id in self.requests:
+            raise RequestError(f"request id {request_id!r} is already in use")
+        if len(self.scheduler.waiting) >= self.config.max_waiting:
+            raise QueueFullError(f"{len(self.scheduler.waiting)} requests are already waiting "
+                                 f"(limit {self.config.max_waiting}); retry later")
+        seq = Sequence(list(prompt_ids), params, request_id=request_id)
+        self.requests[request_id] = seq
+        self.scheduler.add(seq)
+        return seq
+
+    def abort(self, request_id: str) -> Sequence | None:
+        """Cancel a request now: it leaves the batch and its blocks return to the pool."""
+        seq = self.requests.pop(request_id, None)
+        if seq is not None and not seq.is_finished:
+            self.scheduler.finish(seq, "abort")
+            self._record_finish(seq)
+        return seq
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    # --- the step -------------------------------------------------------------------------
+    def step(self) -> list[StepOutput]:
+        """Schedule, run one forward over all scheduled tokens, and process new tokens."""
+        batch = self.scheduler.schedule()
+        if not batch:
+            self._update_gauges()
+            return []
+        sampled, tokens = self.runner.run(batch)
+        now = time.monotonic()
+        for seq, n in batch:
+            seq.num_cached_tokens += n
+            self.block_manager.register_full_blocks(seq)
+        outputs = [self._append(seq, tok, now) for seq, tok in zip(sampled, tokens, strict=True)]
+        self._update_gauges()
+        return outputs
+
+    def _append(self, seq: Sequence, token: int, now: float) -> StepOutput:
+        seq.token_ids.append(token)
+        m = self.metrics
+        if seq.first_token_time is None:
+            seq.first_token_time = now
+            m.observe("time_to_first_token_seconds", now - seq.arrival_time)
+            m.observe("request_queue_time_seconds", (seq.scheduled_time or now) - seq.arrival_time)
+            m.add("prompt_tokens", seq.num_prompt_tokens)
+        else:
+            m.observe("inter_token_latency_seconds", now - (seq.last_token_time or now))
+        seq.last_token_time = now
+        m.add("generation_tokens")
+        p = seq.params
+        reason = None
+        if not p.ignore_eos and token in self.eos_token_ids or token in p.stop_token_ids:
+            reason = "stop"
+        elif seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
+            reason = "length"
+        if self._detokenize(seq):  # special tokens (EOS) decode to nothing
+            reason = "stop"
+        if reason is not None:
+            self.scheduler.finish(seq, reason)
+            self.requests.pop(seq.request_id, None)
+            self._record_finish(seq)
+        return StepOutput(seq, token, self.visible_text(seq), reason is not None)
+
+    def _detokenize(self, seq: Sequence) -> bool:
+        """Extend seq.text with the new token; True if a stop string ended the output."""
+        out = seq.output_ids
+        prefix = self._decode(out[seq.prefix_offset:seq.read_offset], skip_special_tokens=True)
+        full = self._decode(out[seq.prefix_offset:], skip_special_tokens=True)
+        if len(full) <= len(prefix) or full.endswith("\ufffd"):
+            return False  # an incomplete UTF-8 sequence: wait for more tokens
+        delta = full[len(prefix):]
+        seq.prefix_offset, seq.read_offset = seq.read_offset, len(out)
+        start = max(0, len(seq.text) - max((len(s) for s in seq.params.stop), default=0))
+        seq.text += delta
+        for stop in seq.params.stop:
+            i = seq.text.find(stop, start)
+            if i != -1:
+                seq.text = seq.text[:i]
+                return True
+        return False
+
+    def visible_text(self, seq: Sequence) -> str:
+        """Output text safe to show: while running, hold back what could begin a stop string."""
+        if seq.is_finished or not seq.params.stop:
+            return seq.text
+        hold = max(len(s) for s in seq.params.stop) - 1
+        return seq.text[:len(seq.text) - hold] if hold else seq.text
+
+    def _record_finish(self, seq: Sequence) -> None:
+        m = self.metrics
+        with m.lock:
+            m.success[seq.finish_reason or "abort"] = m.success.get(seq.finish_reason, 0) + 1
+        if seq.finish_reason != "abort":
+            now = time.monotonic()
+            m.observe("e2e_request_latency_seconds", now - seq.arrival_time)
+            if seq.num_output_tokens > 1 and seq.first_token_time is not None:
+                m.observe("time_per_output_token_seconds",
+                          (now - seq.first_token_time) / (seq.num_output_tokens - 1))
+
+    def _update_gauges(self) -> None:
+        m, bm, s = self.metrics, self.block_manager, self.scheduler
+        with m.lock:
+            m.running, m.waiting, m.kv_usage = len(s.running), len(s.waiting), bm.usage()
+            m.counters["num_preemptions"] = s.num_preemptions
+            m.counters["prefix_cache_queries"] = bm.prefix_queries
+            m.counters["prefix_cache_hits"] = bm.prefix_hits
+
+    # --- offline use ----------------------------------------------------------------------
+    def generate(self, prompts: list[list[int]],
+                 params: SamplingParams | list[SamplingParams]) -> list[Sequence]:
+        """Run PROMPTS to completion together (tests and benchmarks)."""
+        plist = params if isinstance(params, list) else [params] * len(prompts)
+        base = f"gen-{time.monotonic_ns()}-"
+        seqs = [self.add_request(base + str(i), p, sp)
+                for i, (p, sp) in enumerate(zip(prompts, plist, strict=True))]
+        while self.has_work():
+            self.step()
+        return seqs
+
+
+__all__ = ["EngineConfig", "LLMEngine", "QueueFullError", "RequestError", "SamplingParams",
+           "SequenceStatus", "StepOutput"]

@@ -1,0 +1,133 @@
+"""Tensors in, tokens out: the KV pool, one step's flattened inputs, the forward, sampling."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from engine.attention import AttentionMetadata, DecodeGroup, PrefillChunk
+from engine.model import CausalLM
+from engine.sampler import sample
+from engine.sequence import Sequence
+
+# Split a step's decodes into at most this many groups of similar length (less padding).
+MAX_DECODE_GROUPS = 4
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free for the KV pool on DEVICE."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info["MemAvailable"]
+    except (OSError, KeyError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+class ModelRunner:
+    def __init__(self, model: CausalLM, block_size: int, kv_cache_memory: int | None,
+                 kv_cache_fraction: float):
+        self.model = model
+        spec = model.spec
+        self.block_size = block_size
+        self.device = model.device
+        elem = torch.tensor([], dtype=model.dtype).element_size()
+        self.block_bytes = 2 * spec.num_layers * spec.num_kv_heads * block_size * spec.head_dim * elem
+        budget = kv_cache_memory or int(free_memory(self.device) * kv_cache_fraction)
+        self.num_blocks = budget // self.block_bytes
+        if self.num_blocks < 1:
+            raise ValueError(f"KV cache budget of {budget} bytes holds no block "
+                             f"(one block is {self.block_bytes} bytes)")
+        shape = (spec.num_kv_heads, self.num_blocks, block_size, spec.head_dim)
+        self.kv_caches = [(torch.zeros(shape, dtype=model.dtype, device=self.device),
+                           torch.zeros(shape, dtype=model.dtype, device=self.device))
+                          for _ in range(spec.num_layers)]
+        self.scale = spec.head_dim ** -0.5
+
+    def _tensor(self, data: list[int]) -> torch.Tensor:
+        return torch.tensor(data, dtype=torch.long, device=self.device)
+
+    def _decode_groups(self, ctx_lens: list[int], tables: list[list[int]]) -> list[DecodeGroup]:
+        """Decodes are sorted by length; cut them where padding to the longest would waste most."""
+        bs = self.block_size
+        nblocks = [len(t) for t in tables]
+        cuts = [0, len(tables)]
+        for _ in range(MAX_DECODE_GROUPS - 1):
+            best, best_gain = None, 0
+            for a, b in zip(cuts, cuts[1:], strict=False):
+                for c in range(a + 1, b):
+                    # rows a..c-1 pad to nblocks[c-1] instead of nblocks[b-1]
+                    gain = (c - a) * (nblocks[b - 1] - nblocks[c - 1])
+                    if gain > best_gain:
+                        best, best_gain = c, gain
+            # Another group costs a few kernel launches; only worth it above ~1/4 of the blocks.
+            if best is None or best_gain * 4 < sum(nblocks):
+                break
+            cuts = sorted([*cuts, best])
+        groups = []
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            width = nblocks[b - 1]
+            ids = [blk for t in tables[a:b] for blk in t + [0] * (width - len(t))]
+            max_len = width * bs
+            lens = ctx_lens[a:b]
+            mask = None
+            if any(n != max_len for n in lens):
+                pos = torch.arange(max_len, device=self.device)
+                pad = pos[None, :] >= self._tensor(lens)[:, None]
+                mask = torch.zeros(pad.shape, dtype=torch.float32, device=self.device)
+                mask.masked_fill_(pad, float("-inf"))
+                mask = mask[None, :, None, :]
+            groups.append(DecodeGroup(a, b, self._tensor(ids), max_len, mask))
+        return groups
+
+    def prepare(self, batch: list[tuple[Sequence, int]]):
+        """Flatten the step: decodes first (sorted by context length), then prefill chunks."""
+        bs = self.block_size
+        decodes = sorted((x for x in batch if x[1] == 1), key=lambda x: x[0].num_cached_tokens)
+        prefills = [x for x in batch if x[1] > 1]
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[int] = []
+        sampled: list[Sequence] = []
+        logits_rows: list[int] = []
+        for seq, n in decodes + prefills:
+            start = seq.num_cached_tokens
+            ids.extend(seq.token_ids[start:start + n])
+            pos.extend(range(start, start + n))
+            table = seq.block_table
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, start + n))
+            if start + n == len(seq):
+                sampled.append(seq)
+                logits_rows.append(len(ids) - 1)
+        meta = AttentionMetadata(self._tensor(slots), scale=self.scale)
+        if decodes:
+            meta.decodes = self._decode_groups(
+                [s.num_cached_tokens + 1 for s, _ in decodes],
+                [s.block_table[:s.num_cached_tokens // bs + 1] for s, _ in decodes])
+        row = len(decodes)
+        for seq, n in prefills:
+            c = seq.num_cached_tokens
+            ctx = c + n
+            mask = None
+            if c:
+                q_pos = torch.arange(c, ctx, device=self.device)
+                mask = torch.arange(ctx, device=self.device)[None, :] <= q_pos[:, None]
+            blocks = self._tensor(seq.block_table[:-(-ctx // bs)])
+            meta.prefills.append(PrefillChunk(row, row + n, c, blocks, mask))
+            row += n
+        return self._tensor(ids), self._tensor(pos), meta, sampled, self._tensor(logits_rows)
+
+    @torch.inference_mode()
+    def run(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], list[int]]:
+        """One forward; returns the sequences that got a new token, and those tokens."""
+        ids, pos, meta, sampled, rows = self.prepare(batch)
+        if not sampled:
+            rows = rows.new_zeros(0)
+        logits = self.model.forward(ids, pos, self.kv_caches, meta, rows)
+        if not sampled:
+            return [], []
+        tokens = sample(logits, [s.params for s in sampled], [s.generator for s in sampled])
+        return sampled, tokens

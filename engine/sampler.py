@@ -1,0 +1,34 @@
+"""Next-token choice: greedy rows in one argmax; sampled rows with temperature, top-k, top-p
+and a per-request generator so a seed reproduces its output."""
+
+from __future__ import annotations
+
+import torch
+
+from engine.sequence import SamplingParams
+
+
+def sample_one(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | None) -> int:
+    """Sample from one row of logits [V]."""
+    logits = logits.float().cpu() / p.temperature
+    if 0 < p.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        # Keep the smallest prefix whose mass reaches top_p (always at least one token).
+        drop = cum - sorted_logits.softmax(-1) >= p.top_p
+        logits[order[drop]] = float("-inf")
+    probs = logits.softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=gen).item())
+
+
+def sample(logits: torch.Tensor, params: list[SamplingParams],
+           generators: list[torch.Generator | None]) -> list[int]:
+    """One token per row of logits [S, V]."""
+    tokens = logits.argmax(dim=-1).tolist()
+    for i, p in enumerate(params):
+        if not p.greedy:
+            tokens[i] = sample_one(logits[i], p, generators[i])
+    return tokens

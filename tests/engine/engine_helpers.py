@@ -1,0 +1,83 @@
+"""Engine test helpers: engines on the tiny model, HF references, a live HTTP server."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+PROMPT_TEXTS = [f"def function_{i}(x):\n    return " + "import os\n" * (i % 5) + "x" * (i % 3)
+                for i in range(16)]
+NEW_TOKENS = 20
+
+
+def make_engine(model: Path, **kw):
+    from engine.config import EngineConfig
+    from engine.llm_engine import LLMEngine
+
+    kw.setdefault("kv_cache_memory", 32 << 20)
+    kw.setdefault("num_threads", 1)  # shared 2-core CI: one thread never waits on a busy core
+    return LLMEngine(EngineConfig(str(model), **kw))
+
+
+def hf_greedy(model_dir: Path, prompts: list[list[int]], n: int) -> list[list[int]]:
+    """Hugging Face `generate` greedy, one prompt at a time, fp32, exactly N new tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    out = []
+    for p in prompts:
+        ids = model.generate(torch.tensor([p]), max_new_tokens=n, min_new_tokens=n,
+                             do_sample=False)
+        out.append(ids[0, len(p):].tolist())
+    return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """uvicorn on 127.0.0.1 in a thread, so a test can look inside the engine it serves."""
+
+    def __init__(self, engine, api_key: str | None = None, served: str = "tiny"):
+        import uvicorn
+
+        from engine.server import build_app
+
+        self.engine = engine
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(build_app(engine, served, api_key), host="127.0.0.1",
+                                port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+    def wait_idle(self, timeout: float = 20.0) -> None:
+        """Until the engine has no request left (aborts apply at the next loop turn)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ae = self.engine
+            if not ae.has_work() and not ae.requests:
+                time.sleep(0.2)
+                if not ae.has_work():
+                    return
+            time.sleep(0.05)
+        raise AssertionError("engine still busy")
