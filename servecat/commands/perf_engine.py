@@ -3,7 +3,7 @@
 Rows (same model, machine and requests, one after another): the builtin engine in-process;
 HF `generate` one request at a time; HF static batches (left-padded); transformers' own
 continuous batching (`paged|sdpa`); the bare forward ceiling (our forward replayed over the
-builtin run's batch shapes, no scheduling); vLLM's CPU build over HTTP (from `.venv-vllm`).
+builtin run's batch shapes, no scheduling); vLLM's CPU build over HTTP (its own environment, `make vllm-env`).
 Workload A: all requests at once. Workload B: Poisson arrivals near our engine's capacity;
 TTFT counts from the scheduled arrival.
 """
@@ -23,9 +23,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import click
-
-# vLLM's CPU build lives in its own environment (`make vllm-env`), never in .venv.
-VLLM_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 
 
 @dataclass(slots=True)
@@ -317,7 +314,9 @@ def start_vllm(model: Path, dtype: str, log_path: Path,
     port = free_port()
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2", VLLM_CPU_OMP_THREADS_BIND=bind,
                VLLM_LOGGING_LEVEL="WARNING")
-    cmd = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model",
+    from resources.vllm_target import vllm_python
+
+    cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model",
            str(model), "--dtype", {"fp32": "float32", "bf16": "bfloat16"}[dtype],
            "--port", str(port), "--host", "127.0.0.1", "--served-model-name", "m"]
     log = log_path.open("w")
@@ -429,8 +428,10 @@ def bench_dtype(model_dir: Path, dtype: str, reqs: list[Req], opts: dict, say) -
         gc.collect()
 
     if "vllm" not in skip:
-        if not VLLM_PYTHON.exists():
-            say(f"  vLLM-CPU skipped: {VLLM_PYTHON} is absent (build it with `make vllm-env`)")
+        from resources.vllm_target import vllm_python
+
+        if not vllm_python().exists():
+            say(f"  vLLM-CPU skipped: {vllm_python()} is absent (build it with `make vllm-env`)")
         else:
             for bind in opts["vllm_binds"]:
                 log_path = Path(opts["vllm_log"])
@@ -503,16 +504,17 @@ def parse_range(text: str) -> tuple[int, int]:
 @click.option("--skip", default="", help="Comma list of rows to skip: ceiling, hf-sequential, "
               "hf-static, hf-cb, vllm.")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=1, show_default=True, type=int,
-              help="torch CPU threads for the in-process rows. 1 by default: on a shared 2-core "
-              "host a 2-thread OpenMP region waits for whichever core another process holds.")
-@click.option("--vllm-bind", "vllm_binds", default="0;0-1", show_default=True,
-              help="VLLM_CPU_OMP_THREADS_BIND values to run vLLM with, ';'-separated.")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch CPU threads for the in-process rows [default: all cores]. On a busy "
+              "host use fewer: an OpenMP region waits for whichever core another process holds.")
+@click.option("--vllm-bind", "vllm_binds", default=None,
+              help="VLLM_CPU_OMP_THREADS_BIND values to run vLLM with, ';'-separated "
+              "[default: the same cores as --threads, e.g. 0-1].")
 @click.option("--vllm-log", default=".servecat/perf-engine-vllm.log", show_default=True)
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def perf_engine(model: str, dtypes: str, requests: int, prompt_len: str, output_len: str,
                 rate: float | None, hf_sequential: int, max_batched_tokens: int, skip: str,
-                seed: int, threads: int, vllm_binds: str, vllm_log: str,
+                seed: int, threads: int | None, vllm_binds: str | None, vllm_log: str,
                 json_out: str | None) -> None:
     """Builtin engine vs HF generate (single, static batches), HF continuous batching, the
     forward ceiling and vLLM-CPU, on workloads A (all at once) and B (Poisson)."""
@@ -520,7 +522,9 @@ def perf_engine(model: str, dtypes: str, requests: int, prompt_len: str, output_
 
     from engine.local_models import SHAPES, ensure_model
 
+    threads = threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
+    vllm_binds = vllm_binds or ("0" if threads == 1 else f"0-{threads - 1}")
     model_dir = ensure_model(model) if model in SHAPES else Path(model)
     vocab = json.loads((model_dir / "config.json").read_text())["vocab_size"]
     reqs = make_requests(requests, vocab, parse_range(prompt_len), parse_range(output_len), seed)

@@ -136,17 +136,20 @@ def test_full_queue_answers_429_at_once(tiny_model):
     assert "waiting" in r.json()["error"]["message"]
 
 
-def test_stream_disconnect_frees_blocks(live):
-    engine = live.engine
-    body = {"model": "tiny", "prompt": "import os", "max_tokens": 200, "ignore_eos": True,
-            "stream": True}
-    with httpx.Client(base_url=live.base_url) as http:
+def test_stream_disconnect_frees_blocks(tiny_model):
+    # Its own server with the model's whole context: 2,000 tokens outlast any disconnect check.
+    with LiveServer(make_engine(tiny_model)) as live, \
+            httpx.Client(base_url=live.base_url) as http:
+        engine = live.engine
+        body = {"model": "tiny", "prompt": "import os", "max_tokens": 2000, "ignore_eos": True,
+                "stream": True}
         for _ in range(3):
             with http.stream("POST", "/v1/completions", json=body) as r:
+                assert r.status_code == 200
                 for line in r.iter_lines():
                     if line.startswith("data: {"):
                         json.loads(line[6:])
                         break  # leave after the first token: the connection closes
-    live.wait_idle()
-    assert engine.block_manager.is_whole()
-    assert engine.metrics.success["abort"] >= 3
+        live.wait_idle()
+        assert engine.block_manager.is_whole()
+        assert engine.metrics.success["abort"] >= 3
