@@ -6,13 +6,16 @@ import os
 
 import torch
 
-from engine.attention import AttentionMetadata, DecodeGroup, PrefillChunk
+from engine import cpu_kernels
+from engine.attention import AttentionMetadata, DecodeGroup, PagedDecodes, PrefillChunk
 from engine.model import CausalLM
 from engine.sampler import sample
 from engine.sequence import Sequence
 
 # Split a step's decodes into at most this many groups of similar length (less padding).
 MAX_DECODE_GROUPS = 4
+# KV pool dtypes the C decode kernel reads.
+CPU_KERNEL_DTYPES = (torch.float32, torch.bfloat16)
 
 
 def free_memory(device: torch.device) -> int:
@@ -46,6 +49,8 @@ class ModelRunner:
                            torch.zeros(shape, dtype=model.dtype, device=self.device))
                           for _ in range(spec.num_layers)]
         self.scale = spec.head_dim ** -0.5
+        self.paged_kernel = (self.device.type == "cpu" and model.dtype in CPU_KERNEL_DTYPES
+                             and cpu_kernels.available())
 
     def _tensor(self, data: list[int]) -> torch.Tensor:
         return torch.tensor(data, dtype=torch.long, device=self.device)
@@ -103,7 +108,14 @@ class ModelRunner:
                 sampled.append(seq)
                 logits_rows.append(len(ids) - 1)
         meta = AttentionMetadata(self._tensor(slots), scale=self.scale)
-        if decodes:
+        if decodes and self.paged_kernel:
+            tables = [s.block_table[:s.num_cached_tokens // bs + 1] for s, _ in decodes]
+            width = max(len(t) for t in tables)
+            meta.paged_decodes = PagedDecodes(
+                len(decodes),
+                torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32),
+                torch.tensor([s.num_cached_tokens + 1 for s, _ in decodes], dtype=torch.int32))
+        elif decodes:
             meta.decodes = self._decode_groups(
                 [s.num_cached_tokens + 1 for s, _ in decodes],
                 [s.block_table[:s.num_cached_tokens // bs + 1] for s, _ in decodes])

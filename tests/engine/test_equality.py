@@ -16,9 +16,20 @@ def outputs(engine, prompts):
     return [s.output_ids for s in engine.generate(prompts, GREEDY)]
 
 
+@pytest.fixture(scope="module", params=["kernels", "torch"], autouse=True)
+def kernel_mode(request):
+    """Every case twice: with our CPU kernels (C decode attention, packed oneDNN linears) and
+    with the plain PyTorch paths a machine without a C compiler (or CUDA) uses."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SERVECAT_ENGINE_KERNELS", "auto" if request.param == "kernels" else "torch")
+        yield request.param
+
+
 @pytest.fixture(scope="module")
-def engine(tiny_model):
-    return make_engine(tiny_model)
+def engine(tiny_model, kernel_mode):
+    engine = make_engine(tiny_model)
+    assert engine.runner.paged_kernel == (kernel_mode == "kernels")
+    return engine
 
 
 def test_single_requests(engine, prompts, hf_reference):

@@ -1,0 +1,270 @@
+/* Decode attention read straight from the paged KV pool (CPU).
+ *
+ * One query token per sequence attends to its whole context, reading each sequence's K and V
+ * blocks in place through its block table: no gather into a padded copy, no mask, K and V each
+ * read once. The query heads that share a KV head (grouped-query attention) are done together,
+ * so a key is loaded once for all of them. Work items are (sequence, KV head) pairs, shared by
+ * OpenMP threads (the same libgomp PyTorch loaded, so torch.set_num_threads applies).
+ *
+ * Pool layout, one layer: [kv_heads, num_blocks, block_size, head_dim], fp32 or bf16.
+ * Softmax is exact (scores for the whole context, then max, exp, sum), in fp32.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* exp(x) for x <= 0 (softmax after subtracting the max), vectorizable under `omp simd`
+ * (glibc's expf is not, without -ffast-math): 2^(x log2 e) split into 2^n * 2^f, |f| <= 1/2,
+ * with a degree-6 polynomial for 2^f; relative error below 2e-7 over the range. */
+static inline float exp_neg(float x) {
+    x = x < -87.0f ? -87.0f : x;
+    const float t = x * 1.44269504088896341f;
+    const float n = __builtin_roundf(t);
+    const float f = t - n;
+    float p = 1.5353362e-4f;
+    p = p * f + 1.3398874e-3f;
+    p = p * f + 9.6180184e-3f;
+    p = p * f + 5.5504110e-2f;
+    p = p * f + 2.4022652e-1f;
+    p = p * f + 6.9314718e-1f;
+    p = p * f + 1.0f;
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+static inline float dot_f32(const float *restrict a, const float *restrict b, int n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int i = 0; i < n; i++) acc += a[i] * b[i];
+    return acc;
+}
+
+static inline float dot_bf16(const float *restrict a, const uint16_t *restrict b, int n) {
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int i = 0; i < n; i++) acc += a[i] * bf16_to_f32(b[i]);
+    return acc;
+}
+
+static inline void axpy_f32(float *restrict y, float a, const float *restrict x, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+static inline void axpy_bf16(float *restrict y, float a, const uint16_t *restrict x, int n) {
+#pragma omp simd
+    for (int i = 0; i < n; i++) y[i] += a * bf16_to_f32(x[i]);
+}
+
+/* --- the fast path: head_dim a multiple of 16 and at most 8 query heads per KV head ---------
+ * GCC vector types (AVX-512 registers here, pairs of AVX2 registers elsewhere) with head_dim and
+ * group size known at compile time, so the group's queries and output accumulators stay in
+ * registers: a key costs group x head_dim/16 FMAs plus one horizontal sum per query head. */
+typedef float v16f __attribute__((vector_size(64), aligned(4)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef uint16_t v16h __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t v16u __attribute__((vector_size(64)));
+
+static inline v16f load16(const void *base, size_t i, int bf16) {
+    if (bf16) {
+        const v16h h = *(const v16h *)((const uint16_t *)base + i);
+        return (v16f)(__builtin_convertvector(h, v16u) << 16);
+    }
+    return *(const v16f *)((const float *)base + i);
+}
+
+static inline float hsum16(v16f v) {
+    const v8f a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7)
+                + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    const v4f b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+static inline __attribute__((always_inline)) void attend_fixed(
+    const float *qh, const void *k_cache, const void *v_cache, int bf16, const int32_t *table,
+    int ctx, size_t head_base, int block_size, float scale, float *scores, float *out,
+    const int D, const int G) {
+    enum { MAXV = 8, MAXG = 8 };
+    const int V = D / 16;
+    v16f qv[MAXG][MAXV];
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < V; j++) qv[g][j] = load16(qh, (size_t)g * D + 16 * j, 0) * scale;
+    const int nblocks = (ctx + block_size - 1) / block_size;
+    for (int blk = 0; blk < nblocks; blk++) {
+        const size_t base = (head_base + (size_t)table[blk] * block_size) * D;
+        const int t0 = blk * block_size;
+        const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
+        for (int i = 0; i < n; i++) {
+            v16f kv[MAXV];
+            for (int j = 0; j < V; j++) kv[j] = load16(k_cache, base + (size_t)i * D + 16 * j, bf16);
+            for (int g = 0; g < G; g++) {
+                v16f acc = qv[g][0] * kv[0];
+                for (int j = 1; j < V; j++) acc += qv[g][j] * kv[j];
+                scores[(size_t)g * ctx + t0 + i] = hsum16(acc);
+            }
+        }
+    }
+    for (int g = 0; g < G; g++) {
+        float *s = scores + (size_t)g * ctx;
+        float m = s[0];
+        for (int t = 1; t < ctx; t++) m = s[t] > m ? s[t] : m;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int t = 0; t < ctx; t++) {
+            s[t] = exp_neg(s[t] - m);
+            sum += s[t];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int t = 0; t < ctx; t++) s[t] *= inv;
+    }
+    v16f ov[MAXG][MAXV];
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < V; j++) ov[g][j] = (v16f){0};
+    for (int blk = 0; blk < nblocks; blk++) {
+        const size_t base = (head_base + (size_t)table[blk] * block_size) * D;
+        const int t0 = blk * block_size;
+        const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
+        for (int i = 0; i < n; i++) {
+            v16f vv[MAXV];
+            for (int j = 0; j < V; j++) vv[j] = load16(v_cache, base + (size_t)i * D + 16 * j, bf16);
+            for (int g = 0; g < G; g++) {
+                const float p = scores[(size_t)g * ctx + t0 + i];
+                for (int j = 0; j < V; j++) ov[g][j] += p * vv[j];
+            }
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int j = 0; j < V; j++) *(v16f *)(out + (size_t)g * D + 16 * j) = ov[g][j];
+}
+
+typedef void (*attend_fn)(const float *, const void *, const void *, int, const int32_t *, int,
+                          size_t, int, float, float *, float *);
+
+#define SPECIALIZE(D, G)                                                                      \
+    static void attend_##D##_##G(const float *qh, const void *k, const void *v, int bf16,      \
+                                 const int32_t *table, int ctx, size_t head_base, int bs,     \
+                                 float scale, float *scores, float *out) {                    \
+        attend_fixed(qh, k, v, bf16, table, ctx, head_base, bs, scale, scores, out, D, G);    \
+    }
+#define SPECIALIZE_D(D) SPECIALIZE(D, 1) SPECIALIZE(D, 2) SPECIALIZE(D, 3) SPECIALIZE(D, 4)  \
+    SPECIALIZE(D, 5) SPECIALIZE(D, 6) SPECIALIZE(D, 7) SPECIALIZE(D, 8)
+SPECIALIZE_D(64)
+SPECIALIZE_D(128)
+#define ROW(D) {attend_##D##_1, attend_##D##_2, attend_##D##_3, attend_##D##_4, attend_##D##_5, \
+                attend_##D##_6, attend_##D##_7, attend_##D##_8}
+static const attend_fn FIXED_64[8] = ROW(64);
+static const attend_fn FIXED_128[8] = ROW(128);
+
+static attend_fn fixed_path(int head_dim, int group) {
+    if (group < 1 || group > 8) return NULL;
+    if (head_dim == 64) return FIXED_64[group - 1];
+    if (head_dim == 128) return FIXED_128[group - 1];
+    return NULL;
+}
+
+/* q: [batch, heads, head_dim] fp32; out: the same shape, fp32.
+ * block_tables: [batch, max_blocks] int32; ctx_lens: [batch] int32 (tokens to attend, >= 1).
+ * Returns 0, or -1 if a work buffer could not be allocated. */
+int paged_decode_attention(const float *q, const void *k_cache, const void *v_cache,
+                           int cache_is_bf16, const int32_t *block_tables,
+                           const int32_t *ctx_lens, int batch, int max_blocks, int heads,
+                           int kv_heads, int num_blocks, int block_size, int head_dim,
+                           float scale, float *out) {
+    const int group = heads / kv_heads;
+    const attend_fn fixed = fixed_path(head_dim, group);
+    int max_ctx = 0;
+    for (int b = 0; b < batch; b++)
+        if (ctx_lens[b] > max_ctx) max_ctx = ctx_lens[b];
+    int failed = 0;
+#pragma omp parallel
+    {
+        float *scores = malloc(sizeof(float) * (size_t)group * (size_t)max_ctx);
+        float *acc = malloc(sizeof(float) * (size_t)group * (size_t)head_dim);
+        if (scores == NULL || acc == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int item = 0; item < batch * kv_heads; item++) {
+            if (failed) continue;
+            const int b = item / kv_heads, kh = item % kv_heads;
+            const int ctx = ctx_lens[b];
+            const int32_t *table = block_tables + (size_t)b * max_blocks;
+            const float *qh = q + ((size_t)b * heads + (size_t)kh * group) * head_dim;
+            const size_t head_base = (size_t)kh * num_blocks * block_size;
+            if (fixed != NULL) {
+                fixed(qh, k_cache, v_cache, cache_is_bf16, table, ctx, head_base, block_size,
+                      scale, scores,
+                      out + ((size_t)b * heads + (size_t)kh * group) * head_dim);
+                continue;
+            }
+            const int nblocks = (ctx + block_size - 1) / block_size;
+            /* scores[g][t] = q_g . k_t * scale */
+            for (int blk = 0; blk < nblocks; blk++) {
+                const size_t base = (head_base + (size_t)table[blk] * block_size) * head_dim;
+                const int t0 = blk * block_size;
+                const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
+                for (int i = 0; i < n; i++) {
+                    const size_t row = base + (size_t)i * head_dim;
+                    for (int g = 0; g < group; g++) {
+                        const float *qg = qh + (size_t)g * head_dim;
+                        scores[(size_t)g * ctx + t0 + i] = scale * (cache_is_bf16
+                            ? dot_bf16(qg, (const uint16_t *)k_cache + row, head_dim)
+                            : dot_f32(qg, (const float *)k_cache + row, head_dim));
+                    }
+                }
+            }
+            /* softmax per query head */
+            for (int g = 0; g < group; g++) {
+                float *s = scores + (size_t)g * ctx;
+                float m = s[0];
+                for (int t = 1; t < ctx; t++) m = s[t] > m ? s[t] : m;
+                float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+                for (int t = 0; t < ctx; t++) {
+                    s[t] = exp_neg(s[t] - m);
+                    sum += s[t];
+                }
+                const float inv = 1.0f / sum;
+#pragma omp simd
+                for (int t = 0; t < ctx; t++) s[t] *= inv;
+            }
+            /* out_g = sum_t p[g][t] * v_t */
+            memset(acc, 0, sizeof(float) * (size_t)group * head_dim);
+            for (int blk = 0; blk < nblocks; blk++) {
+                const size_t base = (head_base + (size_t)table[blk] * block_size) * head_dim;
+                const int t0 = blk * block_size;
+                const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
+                for (int i = 0; i < n; i++) {
+                    const size_t row = base + (size_t)i * head_dim;
+                    for (int g = 0; g < group; g++) {
+                        const float p = scores[(size_t)g * ctx + t0 + i];
+                        if (cache_is_bf16)
+                            axpy_bf16(acc + (size_t)g * head_dim, p,
+                                      (const uint16_t *)v_cache + row, head_dim);
+                        else
+                            axpy_f32(acc + (size_t)g * head_dim, p, (const float *)v_cache + row,
+                                     head_dim);
+                    }
+                }
+            }
+            memcpy(out + ((size_t)b * heads + (size_t)kh * group) * head_dim, acc,
+                   sizeof(float) * (size_t)group * head_dim);
+        }
+        free(scores);
+        free(acc);
+    }
+    return failed ? -1 : 0;
+}
