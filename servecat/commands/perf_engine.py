@@ -544,8 +544,22 @@ def perf_engine(model: str, dtypes: str, requests: int, prompt_len: str, output_
         click.echo(f"{k}: {v}x")
     click.echo(f"total {time.monotonic() - started:.0f} s")
     if json_out:
+        from engine import cpu_kernels
+
         Path(json_out).write_text(json.dumps({
             "model": str(model_dir), "requests": requests, "prompt_len": prompt_len,
             "output_len": output_len, "python": sys.version.split()[0],
+            "torch": torch.__version__, "cpu": cpu_name(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "engine_kernels": cpu_kernels.available(),
             "threads": torch.get_num_threads(), "rows": [asdict(x) for x in rows],
-            "ratios": rat}, indent=2) + "\n")
+            "ratios": rat, "seconds": round(time.monotonic() - started, 1)}, indent=2) + "\n")
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), "unknown")
+    except OSError:
+        return "unknown"

@@ -70,8 +70,9 @@ def test_open_loop_latency_includes_client_delay(tokenizer_path, tmp_path):
     for r in rows:
         due, actual = sent[(r["request_id"], 0)]
         server_ms = 100 + (actual - due) * 1000  # as scripted, plus how late the server was
-        # E2E = wait for a slot + the server's time.
-        assert r["e2e_ms"] == pytest.approx(r["client_delay_ms"] + server_ms, abs=3)
+        # E2E = wait for a slot + the server's time (+ the loopback round trip and the client's
+        # own event-loop turns: a few ms on a busy 2-core host, against delays of 200+ ms).
+        assert r["e2e_ms"] == pytest.approx(r["client_delay_ms"] + server_ms, abs=10)
         assert r["ttft_ms"] >= r["client_delay_ms"] + 99
     assert result.summary["client_delay_p99_ms"] > 200
     assert result.summary["max_in_flight"] == 2
