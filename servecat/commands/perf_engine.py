@@ -232,14 +232,17 @@ def run_hf_static(model, reqs: list[Req], batch_size: int, pad_id: int):
 
 
 def run_hf_cb(model, reqs: list[Req], max_batch_tokens: int):
-    """transformers' ContinuousBatchingManager (paged attention), all requests at once."""
-    from transformers import GenerationConfig
+    """transformers' ContinuousBatchingManager (paged attention), all requests at once, with
+    the same per-step token budget as our engine."""
+    from transformers import ContinuousBatchingConfig, GenerationConfig
 
     gen = GenerationConfig(do_sample=False, max_new_tokens=max(q.max_tokens for q in reqs),
                            eos_token_id=None, pad_token_id=model.config.pad_token_id)
+    cb = ContinuousBatchingConfig(max_batch_tokens=max_batch_tokens)
     t0 = time.perf_counter()
     results = {}
-    with model.continuous_batching_context_manager(generation_config=gen, block=True) as m:
+    with model.continuous_batching_context_manager(generation_config=gen, block=True,
+                                                   continuous_batching_config=cb) as m:
         for i, q in enumerate(reqs):
             m.add_request(q.prompt, request_id=f"r{i}", max_new_tokens=q.max_tokens,
                           record_timestamps=True)
