@@ -21,7 +21,7 @@ class PrefillChunk:
     end: int
     num_cached: int  # tokens of this sequence already in the pool before this chunk
     block_ids: torch.Tensor  # the blocks holding num_cached + (end - start) tokens
-    mask: torch.Tensor | None  # None: plain causal, no cached prefix
+    mask: torch.Tensor | None  # None: plain causal, no cached prefix, no window to apply
 
 
 @dataclass(slots=True)
@@ -51,6 +51,7 @@ class AttentionMetadata:
     prefills: list[PrefillChunk] = field(default_factory=list)
     scale: float = 1.0
     paged_decodes: PagedDecodes | None = None  # set instead of `decodes` on CPU with kernels
+    window: int | None = None  # sliding window (Mistral): keys within the last WINDOW positions
 
 
 def write_kv(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -108,7 +109,7 @@ def paged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: 
 
         pd = meta.paged_decodes
         dec = paged_decode_attention(q[:pd.num], k_cache, v_cache, pd.block_tables, pd.ctx_lens,
-                                     meta.scale)
+                                     meta.scale, meta.window)
         if not meta.prefills:
             return dec
     elif not meta.prefills and len(meta.decodes) == 1:

@@ -84,7 +84,7 @@ def library() -> ctypes.CDLL | None:
     fn = lib.paged_decode_attention
     fn.restype = ctypes.c_int
     fn.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 2
-                   + [ctypes.c_int] * 7 + [ctypes.c_float, ctypes.c_void_p])
+                   + [ctypes.c_int] * 8 + [ctypes.c_float, ctypes.c_void_p])
     return lib
 
 
@@ -94,9 +94,10 @@ def available() -> bool:
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, ctx_lens: torch.Tensor,
-                           scale: float) -> torch.Tensor:
+                           scale: float, window: int | None = None) -> torch.Tensor:
     """q [B, heads, D] (one token per sequence) -> [B, heads, D], attending each sequence's
-    first ctx_lens[b] tokens through block_tables [B, max_blocks] (int32)."""
+    first ctx_lens[b] tokens (the last WINDOW of them, if set) through block_tables
+    [B, max_blocks] (int32)."""
     lib = library()
     if lib is None:
         raise RuntimeError("CPU kernels are not available")
@@ -112,7 +113,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     rc = lib.paged_decode_attention(
         qf.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(),
         int(k_cache.dtype == torch.bfloat16), block_tables.data_ptr(), ctx_lens.data_ptr(), b,
-        block_tables.shape[1], heads, kv_heads, num_blocks, block_size, d, scale,
+        block_tables.shape[1], heads, kv_heads, num_blocks, block_size, d, window or 0, scale,
         out.data_ptr())
     if rc != 0:
         raise MemoryError("paged_decode_attention could not allocate its work buffers")

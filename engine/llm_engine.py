@@ -75,8 +75,8 @@ class LLMEngine:
         limits = [spec.max_position_embeddings, pool_tokens]
         if config.max_model_len:
             limits.append(config.max_model_len)
-        if spec.sliding_window:  # attention here is full; beyond the window it would differ
-            limits.append(spec.sliding_window)
+        if spec.context_cap:
+            limits.append(spec.context_cap)
         self.max_model_len = min(limits)
         self.block_manager = BlockManager(self.runner.num_blocks, config.block_size,
                                           config.enable_prefix_caching)

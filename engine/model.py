@@ -30,7 +30,8 @@ class ModelSpec:
     head_dim: int
     rms_norm_eps: float
     max_position_embeddings: int
-    sliding_window: int | None
+    sliding_window: int | None  # every layer attends to the last this-many positions only
+    context_cap: int | None  # longest context served (a window on some layers only)
     tie_word_embeddings: bool
     qkv_bias: bool
     qk_norm: bool
@@ -51,6 +52,10 @@ def load_spec(model_dir: Path) -> tuple[ModelSpec, object]:
     window = getattr(config, "sliding_window", None)
     if arch.startswith("Qwen") and not getattr(config, "use_sliding_window", False):
         window = None
+    # A window on every layer (Mistral) is applied; one on some layers only (Qwen's
+    # max_window_layers) is not: there the context is capped at the window, where both agree.
+    layer_types = getattr(config, "layer_types", None) or []
+    mixed = window is not None and any(t != "sliding_attention" for t in layer_types)
     eos = config.eos_token_id
     gen_path = model_dir / "generation_config.json"
     if gen_path.exists():
@@ -61,7 +66,8 @@ def load_spec(model_dir: Path) -> tuple[ModelSpec, object]:
         num_layers=config.num_hidden_layers, num_heads=heads,
         num_kv_heads=getattr(config, "num_key_value_heads", None) or heads, head_dim=head_dim,
         rms_norm_eps=config.rms_norm_eps,
-        max_position_embeddings=config.max_position_embeddings, sliding_window=window,
+        max_position_embeddings=config.max_position_embeddings,
+        sliding_window=None if mixed else window, context_cap=window if mixed else None,
         tie_word_embeddings=bool(getattr(config, "tie_word_embeddings", False)),
         qkv_bias=arch == "Qwen2ForCausalLM" or bool(getattr(config, "attention_bias", False)),
         qk_norm=arch == "Qwen3ForCausalLM", eos_token_ids=eos_ids,

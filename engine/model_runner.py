@@ -49,6 +49,7 @@ class ModelRunner:
                            torch.zeros(shape, dtype=model.dtype, device=self.device))
                           for _ in range(spec.num_layers)]
         self.scale = spec.head_dim ** -0.5
+        self.window = spec.sliding_window
         self.paged_kernel = (self.device.type == "cpu" and model.dtype in CPU_KERNEL_DTYPES
                              and cpu_kernels.available())
 
@@ -79,9 +80,13 @@ class ModelRunner:
             max_len = width * bs
             lens = ctx_lens[a:b]
             mask = None
-            if any(n != max_len for n in lens):
+            outside = self.window is not None and any(n > self.window for n in lens)
+            if outside or any(n != max_len for n in lens):
                 pos = torch.arange(max_len, device=self.device)
-                pad = pos[None, :] >= self._tensor(lens)[:, None]
+                n = self._tensor(lens)[:, None]
+                pad = pos[None, :] >= n
+                if self.window is not None:  # keys older than the window
+                    pad |= pos[None, :] < n - self.window
                 mask = torch.zeros(pad.shape, dtype=torch.float32, device=self.device)
                 mask.masked_fill_(pad, float("-inf"))
                 mask = mask[None, :, None, :]
@@ -107,7 +112,7 @@ class ModelRunner:
             if start + n == len(seq):
                 sampled.append(seq)
                 logits_rows.append(len(ids) - 1)
-        meta = AttentionMetadata(self._tensor(slots), scale=self.scale)
+        meta = AttentionMetadata(self._tensor(slots), scale=self.scale, window=self.window)
         if decodes and self.paged_kernel:
             tables = [s.block_table[:s.num_cached_tokens // bs + 1] for s, _ in decodes]
             width = max(len(t) for t in tables)
@@ -124,9 +129,12 @@ class ModelRunner:
             c = seq.num_cached_tokens
             ctx = c + n
             mask = None
-            if c:
-                q_pos = torch.arange(c, ctx, device=self.device)
-                mask = torch.arange(ctx, device=self.device)[None, :] <= q_pos[:, None]
+            if c or (self.window is not None and ctx > self.window):
+                q_pos = torch.arange(c, ctx, device=self.device)[:, None]
+                k_pos = torch.arange(ctx, device=self.device)[None, :]
+                mask = k_pos <= q_pos
+                if self.window is not None:
+                    mask &= k_pos > q_pos - self.window
             blocks = self._tensor(seq.block_table[:-(-ctx // bs)])
             meta.prefills.append(PrefillChunk(row, row + n, c, blocks, mask))
             row += n

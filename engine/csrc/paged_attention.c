@@ -7,7 +7,8 @@
  * OpenMP threads (the same libgomp PyTorch loaded, so torch.set_num_threads applies).
  *
  * Pool layout, one layer: [kv_heads, num_blocks, block_size, head_dim], fp32 or bf16.
- * Softmax is exact (scores for the whole context, then max, exp, sum), in fp32.
+ * Softmax is exact (scores for the whole context, then max, exp, sum), in fp32. A sliding
+ * window (Mistral) limits the keys to the last `window` positions, the query's own included.
  */
 #include <math.h>
 #include <stdint.h>
@@ -66,6 +67,35 @@ static inline void axpy_bf16(float *restrict y, float a, const uint16_t *restric
     for (int i = 0; i < n; i++) y[i] += a * bf16_to_f32(x[i]);
 }
 
+/* Softmax over each of G rows of n scores, in place. */
+static void softmax_rows(float *scores, int G, int n) {
+    for (int g = 0; g < G; g++) {
+        float *s = scores + (size_t)g * n;
+        float m = s[0];
+        for (int t = 1; t < n; t++) m = s[t] > m ? s[t] : m;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int t = 0; t < n; t++) {
+            s[t] = exp_neg(s[t] - m);
+            sum += s[t];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int t = 0; t < n; t++) s[t] *= inv;
+    }
+}
+
+/* Visits keys lo..ctx-1 block by block, binding t0 (the block's first position), i0..n-1 (the
+ * rows of the block in range) and base (the block's first element in the pool). */
+#define FOR_EACH_KEY_BLOCK(lo, ctx, block_size, head_base, table, D)                         \
+    for (int blk = (lo) / (block_size), t0 = blk * (block_size);                             \
+         t0 < (ctx); blk++, t0 += (block_size))                                              \
+        for (int i0 = (lo) > t0 ? (lo) - t0 : 0,                                             \
+                 n = (ctx) - t0 < (block_size) ? (ctx) - t0 : (block_size), once = 1;        \
+             once; once = 0)                                                                 \
+            for (size_t base = ((head_base) + (size_t)(table)[blk] * (block_size)) * (D);    \
+                 once; once = 0)
+
 /* --- the fast path: head_dim a multiple of 16 and at most 8 query heads per KV head ---------
  * GCC vector types (AVX-512 registers here, pairs of AVX2 registers elsewhere) with head_dim and
  * group size known at compile time, so the group's queries and output accumulators stay in
@@ -93,54 +123,34 @@ static inline float hsum16(v16f v) {
 
 static inline __attribute__((always_inline)) void attend_fixed(
     const float *qh, const void *k_cache, const void *v_cache, int bf16, const int32_t *table,
-    int ctx, size_t head_base, int block_size, float scale, float *scores, float *out,
+    int lo, int ctx, size_t head_base, int block_size, float scale, float *scores, float *out,
     const int D, const int G) {
     enum { MAXV = 8, MAXG = 8 };
-    const int V = D / 16;
+    const int V = D / 16, nk = ctx - lo;
     v16f qv[MAXG][MAXV];
     for (int g = 0; g < G; g++)
         for (int j = 0; j < V; j++) qv[g][j] = load16(qh, (size_t)g * D + 16 * j, 0) * scale;
-    const int nblocks = (ctx + block_size - 1) / block_size;
-    for (int blk = 0; blk < nblocks; blk++) {
-        const size_t base = (head_base + (size_t)table[blk] * block_size) * D;
-        const int t0 = blk * block_size;
-        const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
-        for (int i = 0; i < n; i++) {
+    FOR_EACH_KEY_BLOCK(lo, ctx, block_size, head_base, table, D) {
+        for (int i = i0; i < n; i++) {
             v16f kv[MAXV];
             for (int j = 0; j < V; j++) kv[j] = load16(k_cache, base + (size_t)i * D + 16 * j, bf16);
             for (int g = 0; g < G; g++) {
                 v16f acc = qv[g][0] * kv[0];
                 for (int j = 1; j < V; j++) acc += qv[g][j] * kv[j];
-                scores[(size_t)g * ctx + t0 + i] = hsum16(acc);
+                scores[(size_t)g * nk + t0 + i - lo] = hsum16(acc);
             }
         }
     }
-    for (int g = 0; g < G; g++) {
-        float *s = scores + (size_t)g * ctx;
-        float m = s[0];
-        for (int t = 1; t < ctx; t++) m = s[t] > m ? s[t] : m;
-        float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-        for (int t = 0; t < ctx; t++) {
-            s[t] = exp_neg(s[t] - m);
-            sum += s[t];
-        }
-        const float inv = 1.0f / sum;
-#pragma omp simd
-        for (int t = 0; t < ctx; t++) s[t] *= inv;
-    }
+    softmax_rows(scores, G, nk);
     v16f ov[MAXG][MAXV];
     for (int g = 0; g < G; g++)
         for (int j = 0; j < V; j++) ov[g][j] = (v16f){0};
-    for (int blk = 0; blk < nblocks; blk++) {
-        const size_t base = (head_base + (size_t)table[blk] * block_size) * D;
-        const int t0 = blk * block_size;
-        const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
-        for (int i = 0; i < n; i++) {
+    FOR_EACH_KEY_BLOCK(lo, ctx, block_size, head_base, table, D) {
+        for (int i = i0; i < n; i++) {
             v16f vv[MAXV];
             for (int j = 0; j < V; j++) vv[j] = load16(v_cache, base + (size_t)i * D + 16 * j, bf16);
             for (int g = 0; g < G; g++) {
-                const float p = scores[(size_t)g * ctx + t0 + i];
+                const float p = scores[(size_t)g * nk + t0 + i - lo];
                 for (int j = 0; j < V; j++) ov[g][j] += p * vv[j];
             }
         }
@@ -150,13 +160,13 @@ static inline __attribute__((always_inline)) void attend_fixed(
 }
 
 typedef void (*attend_fn)(const float *, const void *, const void *, int, const int32_t *, int,
-                          size_t, int, float, float *, float *);
+                          int, size_t, int, float, float *, float *);
 
 #define SPECIALIZE(D, G)                                                                      \
     static void attend_##D##_##G(const float *qh, const void *k, const void *v, int bf16,      \
-                                 const int32_t *table, int ctx, size_t head_base, int bs,     \
-                                 float scale, float *scores, float *out) {                    \
-        attend_fixed(qh, k, v, bf16, table, ctx, head_base, bs, scale, scores, out, D, G);    \
+                                 const int32_t *table, int lo, int ctx, size_t head_base,     \
+                                 int bs, float scale, float *scores, float *out) {            \
+        attend_fixed(qh, k, v, bf16, table, lo, ctx, head_base, bs, scale, scores, out, D, G); \
     }
 #define SPECIALIZE_D(D) SPECIALIZE(D, 1) SPECIALIZE(D, 2) SPECIALIZE(D, 3) SPECIALIZE(D, 4)  \
     SPECIALIZE(D, 5) SPECIALIZE(D, 6) SPECIALIZE(D, 7) SPECIALIZE(D, 8)
@@ -174,14 +184,49 @@ static attend_fn fixed_path(int head_dim, int group) {
     return NULL;
 }
 
+/* --- the generic path: any head_dim and group size ------------------------------------------ */
+static void attend_generic(const float *qh, const void *k_cache, const void *v_cache, int bf16,
+                           const int32_t *table, int lo, int ctx, size_t head_base,
+                           int block_size, float scale, float *scores, float *acc, float *out,
+                           int D, int G) {
+    const int nk = ctx - lo;
+    FOR_EACH_KEY_BLOCK(lo, ctx, block_size, head_base, table, D) {
+        for (int i = i0; i < n; i++) {
+            const size_t row = base + (size_t)i * D;
+            for (int g = 0; g < G; g++) {
+                const float *qg = qh + (size_t)g * D;
+                scores[(size_t)g * nk + t0 + i - lo] = scale * (bf16
+                    ? dot_bf16(qg, (const uint16_t *)k_cache + row, D)
+                    : dot_f32(qg, (const float *)k_cache + row, D));
+            }
+        }
+    }
+    softmax_rows(scores, G, nk);
+    memset(acc, 0, sizeof(float) * (size_t)G * D);
+    FOR_EACH_KEY_BLOCK(lo, ctx, block_size, head_base, table, D) {
+        for (int i = i0; i < n; i++) {
+            const size_t row = base + (size_t)i * D;
+            for (int g = 0; g < G; g++) {
+                const float p = scores[(size_t)g * nk + t0 + i - lo];
+                if (bf16)
+                    axpy_bf16(acc + (size_t)g * D, p, (const uint16_t *)v_cache + row, D);
+                else
+                    axpy_f32(acc + (size_t)g * D, p, (const float *)v_cache + row, D);
+            }
+        }
+    }
+    memcpy(out, acc, sizeof(float) * (size_t)G * D);
+}
+
 /* q: [batch, heads, head_dim] fp32; out: the same shape, fp32.
  * block_tables: [batch, max_blocks] int32; ctx_lens: [batch] int32 (tokens to attend, >= 1).
+ * window: attend only the last `window` positions (0: the whole context).
  * Returns 0, or -1 if a work buffer could not be allocated. */
 int paged_decode_attention(const float *q, const void *k_cache, const void *v_cache,
                            int cache_is_bf16, const int32_t *block_tables,
                            const int32_t *ctx_lens, int batch, int max_blocks, int heads,
                            int kv_heads, int num_blocks, int block_size, int head_dim,
-                           float scale, float *out) {
+                           int window, float scale, float *out) {
     const int group = heads / kv_heads;
     const attend_fn fixed = fixed_path(head_dim, group);
     int max_ctx = 0;
@@ -201,67 +246,17 @@ int paged_decode_attention(const float *q, const void *k_cache, const void *v_ca
             if (failed) continue;
             const int b = item / kv_heads, kh = item % kv_heads;
             const int ctx = ctx_lens[b];
+            const int lo = window > 0 && ctx > window ? ctx - window : 0;
             const int32_t *table = block_tables + (size_t)b * max_blocks;
-            const float *qh = q + ((size_t)b * heads + (size_t)kh * group) * head_dim;
+            const size_t offset = ((size_t)b * heads + (size_t)kh * group) * head_dim;
             const size_t head_base = (size_t)kh * num_blocks * block_size;
-            if (fixed != NULL) {
-                fixed(qh, k_cache, v_cache, cache_is_bf16, table, ctx, head_base, block_size,
-                      scale, scores,
-                      out + ((size_t)b * heads + (size_t)kh * group) * head_dim);
-                continue;
-            }
-            const int nblocks = (ctx + block_size - 1) / block_size;
-            /* scores[g][t] = q_g . k_t * scale */
-            for (int blk = 0; blk < nblocks; blk++) {
-                const size_t base = (head_base + (size_t)table[blk] * block_size) * head_dim;
-                const int t0 = blk * block_size;
-                const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
-                for (int i = 0; i < n; i++) {
-                    const size_t row = base + (size_t)i * head_dim;
-                    for (int g = 0; g < group; g++) {
-                        const float *qg = qh + (size_t)g * head_dim;
-                        scores[(size_t)g * ctx + t0 + i] = scale * (cache_is_bf16
-                            ? dot_bf16(qg, (const uint16_t *)k_cache + row, head_dim)
-                            : dot_f32(qg, (const float *)k_cache + row, head_dim));
-                    }
-                }
-            }
-            /* softmax per query head */
-            for (int g = 0; g < group; g++) {
-                float *s = scores + (size_t)g * ctx;
-                float m = s[0];
-                for (int t = 1; t < ctx; t++) m = s[t] > m ? s[t] : m;
-                float sum = 0.0f;
-#pragma omp simd reduction(+ : sum)
-                for (int t = 0; t < ctx; t++) {
-                    s[t] = exp_neg(s[t] - m);
-                    sum += s[t];
-                }
-                const float inv = 1.0f / sum;
-#pragma omp simd
-                for (int t = 0; t < ctx; t++) s[t] *= inv;
-            }
-            /* out_g = sum_t p[g][t] * v_t */
-            memset(acc, 0, sizeof(float) * (size_t)group * head_dim);
-            for (int blk = 0; blk < nblocks; blk++) {
-                const size_t base = (head_base + (size_t)table[blk] * block_size) * head_dim;
-                const int t0 = blk * block_size;
-                const int n = ctx - t0 < block_size ? ctx - t0 : block_size;
-                for (int i = 0; i < n; i++) {
-                    const size_t row = base + (size_t)i * head_dim;
-                    for (int g = 0; g < group; g++) {
-                        const float p = scores[(size_t)g * ctx + t0 + i];
-                        if (cache_is_bf16)
-                            axpy_bf16(acc + (size_t)g * head_dim, p,
-                                      (const uint16_t *)v_cache + row, head_dim);
-                        else
-                            axpy_f32(acc + (size_t)g * head_dim, p, (const float *)v_cache + row,
-                                     head_dim);
-                    }
-                }
-            }
-            memcpy(out + ((size_t)b * heads + (size_t)kh * group) * head_dim, acc,
-                   sizeof(float) * (size_t)group * head_dim);
+            if (fixed != NULL)
+                fixed(q + offset, k_cache, v_cache, cache_is_bf16, table, lo, ctx, head_base,
+                      block_size, scale, scores, out + offset);
+            else
+                attend_generic(q + offset, k_cache, v_cache, cache_is_bf16, table, lo, ctx,
+                               head_base, block_size, scale, scores, acc, out + offset,
+                               head_dim, group);
         }
         free(scores);
         free(acc);

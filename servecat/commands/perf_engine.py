@@ -476,12 +476,17 @@ def ratios(rows: list[Row]) -> dict[str, float]:
     return out
 
 
+def cell(text: str) -> str:
+    """Text safe inside a markdown table cell ("paged|sdpa" would split the row)."""
+    return text.replace("|", "\\|")
+
+
 def table(rows: list[Row]) -> str:
     head = ("| system | wl | dtype | req | out tok | s | tok/s | TTFT p50 ms | TTFT p99 ms | "
             "TPOT p50 ms | TPOT p99 ms | peak RSS GiB | note |")
     lines = [head, "|" + "---|" * 13]
     for x in rows:
-        lines.append(f"| {x.system} | {x.workload} | {x.dtype} | {x.requests} | "
+        lines.append(f"| {cell(x.system)} | {x.workload} | {x.dtype} | {x.requests} | "
                      f"{x.output_tokens} | {x.seconds} | {x.tok_s} | {x.ttft_p50} | "
                      f"{x.ttft_p99} | {x.tpot_p50} | {x.tpot_p99} | {x.peak_rss_gib} | {x.note} |")
     return "\n".join(lines)

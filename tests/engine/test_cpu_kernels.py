@@ -12,7 +12,7 @@ needs_kernels = pytest.mark.skipif(not cpu_kernels.available(),
                                 reason="no C compiler here: the engine uses PyTorch attention")
 
 
-def reference(q, k_cache, v_cache, tables, lens, block_size, scale):
+def reference(q, k_cache, v_cache, tables, lens, block_size, scale, window=None):
     """decode_attention (the PyTorch path), one sequence at a time, no padding."""
     out = []
     for i, (table, n) in enumerate(zip(tables, lens, strict=True)):
@@ -21,6 +21,8 @@ def reference(q, k_cache, v_cache, tables, lens, block_size, scale):
         length = len(used) * block_size
         mask = torch.zeros(1, 1, 1, length)
         mask[..., n:] = float("-inf")
+        if window is not None:
+            mask[..., :max(0, n - window)] = float("-inf")
         g = DecodeGroup(i, i + 1, ids, length, mask)
         out.append(decode_attention(q[i:i + 1].float(), k_cache.float(), v_cache.float(), g,
                                     scale))
@@ -53,6 +55,24 @@ def test_matches_pytorch(dtype, head_dim, heads, kv_heads):
     assert got.dtype == dtype and got.shape == q.shape
     tol = 1e-5 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
+
+
+@needs_kernels
+@pytest.mark.parametrize("head_dim", [64, 32])
+@pytest.mark.parametrize("window", [1, 16, 20, 100])
+def test_sliding_window(head_dim, window):
+    gen = torch.Generator().manual_seed(window)
+    block_size, num_blocks, heads, kv_heads = 16, 40, 4, 2
+    k_cache = torch.randn(kv_heads, num_blocks, block_size, head_dim, generator=gen)
+    v_cache = torch.randn(kv_heads, num_blocks, block_size, head_dim, generator=gen)
+    lens = [1, 16, 21, 150]
+    tables = [list(range(i * 10, i * 10 + 10)) for i in range(len(lens))]
+    q = torch.randn(len(lens), heads, head_dim, generator=gen)
+    got = cpu_kernels.paged_decode_attention(
+        q, k_cache, v_cache, torch.tensor(tables, dtype=torch.int32),
+        torch.tensor(lens, dtype=torch.int32), 0.125, window)
+    want = reference(q, k_cache, v_cache, tables, lens, block_size, 0.125, window)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
 @needs_kernels

@@ -71,9 +71,11 @@ def test_forced_preemption(tiny_model, prompts, hf_reference):
     assert engine.block_manager.is_whole()
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral"])
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3", "mistral", "mistral-window"])
 def test_other_architectures(arch, tmp_path, tiny_model, prompts):
-    """Random Qwen2 / Qwen3 / Mistral checkpoints load from a local path and match HF."""
+    """Random Qwen2 / Qwen3 / Mistral checkpoints load from a local path and match HF;
+    mistral-window has a sliding window shorter than prompt + output, so prefill, chunked
+    prefill and decodes all attend to the last 8 positions only."""
     import shutil
 
     import torch
@@ -91,7 +93,8 @@ def test_other_architectures(arch, tmp_path, tiny_model, prompts):
                   bos_token_id=base["bos_token_id"])
     config = {"qwen2": lambda: Qwen2Config(**common),  # q/k/v biases
               "qwen3": lambda: Qwen3Config(**common, head_dim=48),  # q/k norms, own head_dim
-              "mistral": lambda: MistralConfig(**common, sliding_window=None)}[arch]()
+              "mistral": lambda: MistralConfig(**common, sliding_window=None),
+              "mistral-window": lambda: MistralConfig(**common, sliding_window=8)}[arch]()
     torch.manual_seed(1)
     model = AutoModelForCausalLM.from_config(config).eval()
     if arch == "qwen2":  # random init leaves biases at zero; make them matter
@@ -101,8 +104,12 @@ def test_other_architectures(arch, tmp_path, tiny_model, prompts):
     model.save_pretrained(tmp_path)
     for f in ("tokenizer.json", "tokenizer_config.json"):
         shutil.copy(tiny_model / f, tmp_path / f)
+    params = SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True)
     ref = hf_greedy(tmp_path, prompts[:4], 12)
     engine = make_engine(tmp_path)
-    got = [s.output_ids for s in engine.generate(
-        prompts[:4], SamplingParams(temperature=0.0, max_tokens=12, ignore_eos=True))]
-    assert got == ref
+    assert [s.output_ids for s in engine.generate(prompts[:4], params)] == ref
+    if arch == "mistral-window":
+        assert max(len(p) for p in prompts[:4]) + 12 > 2 * 8
+        assert engine.max_model_len == 512  # the window does not cap the context
+        chunked = make_engine(tmp_path, max_num_batched_tokens=8)
+        assert [s.output_ids for s in chunked.generate(prompts[:4], params)] == ref
