@@ -51,20 +51,21 @@ def _build(cc: str) -> Path | None:
     lib = cache_dir() / f"paged_attention-{key}.so"
     if lib.exists():
         return lib
-    lib.parent.mkdir(parents=True, exist_ok=True)
     tmp = lib.with_name(f".{lib.name}.{os.getpid()}.tmp")
     try:
+        lib.parent.mkdir(parents=True, exist_ok=True)
         out = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"],
                              capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        if out.returncode != 0:
+            log.warning("CPU kernels not built (%s exited %d): %s; using PyTorch attention",
+                        cc, out.returncode, out.stderr.strip()[-500:])
+            tmp.unlink(missing_ok=True)
+            return None
+        os.replace(tmp, lib)  # whole or absent, even with several processes building at once
+    except (OSError, subprocess.TimeoutExpired) as exc:  # no compiler, unwritable cache, ...
         log.warning("CPU kernels not built (%s); using PyTorch attention", exc)
-        return None
-    if out.returncode != 0:
-        log.warning("CPU kernels not built (%s exited %d): %s; using PyTorch attention",
-                    cc, out.returncode, out.stderr.strip()[-500:])
         tmp.unlink(missing_ok=True)
         return None
-    os.replace(tmp, lib)  # whole or absent, even with several processes building at once
     return lib
 
 

@@ -98,3 +98,11 @@ def test_a_failed_build_leaves_nothing(tmp_path, monkeypatch, caplog):
     assert cpu_kernels._build("false") is None  # a "compiler" that always fails
     assert "not built" in caplog.text
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_cache_falls_back(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("SERVECAT_KERNEL_CACHE", str(blocker / "kernels"))  # under a file
+    assert cpu_kernels._build("cc") is None
+    assert "not built" in caplog.text
