@@ -10,6 +10,7 @@ the compiler and the CPU's feature flags. Without a compiler, or with
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -64,7 +65,8 @@ def _build(cc: str) -> Path | None:
         os.replace(tmp, lib)  # whole or absent, even with several processes building at once
     except (OSError, subprocess.TimeoutExpired) as exc:  # no compiler, unwritable cache, ...
         log.warning("CPU kernels not built (%s); using PyTorch attention", exc)
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
         return None
     return lib
 
