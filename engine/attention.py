@@ -3,7 +3,7 @@
 The pool of one layer is [kv_heads, num_blocks, block_size, head_dim] (sized by KV heads).
 A step's tokens are flattened: decodes first, then prefill chunks (one SDPA call each).
 Decodes on CPU use our C kernel, which reads the blocks in place (`engine/cpu_kernels.py`;
-64 sequences of 128-400 tokens: 2.6-4.3x faster than gathering them in fp32, 1.5-2.8x in
+64 sequences of 128-400 tokens: 2.6-4.3x faster than gathering them in fp32, 1.3-2.8x in
 bf16, even with no padding to mask); elsewhere, or without a C compiler, they are attended in
 plain PyTorch: batched matmuls over their gathered blocks, grouped by length.
 """
