@@ -30,6 +30,7 @@ FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
 
 
 def enabled() -> bool:
+    """False under SERVECAT_ENGINE_KERNELS=torch: plain PyTorch everywhere (packed linears too)."""
     return os.environ.get("SERVECAT_ENGINE_KERNELS", "auto") != "torch"
 
 

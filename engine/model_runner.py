@@ -113,17 +113,17 @@ class ModelRunner:
                 sampled.append(seq)
                 logits_rows.append(len(ids) - 1)
         meta = AttentionMetadata(self._tensor(slots), scale=self.scale, window=self.window)
-        if decodes and self.paged_kernel:
+        if decodes:
+            lens = [s.num_cached_tokens + 1 for s, _ in decodes]
             tables = [s.block_table[:s.num_cached_tokens // bs + 1] for s, _ in decodes]
-            width = max(len(t) for t in tables)
-            meta.paged_decodes = PagedDecodes(
-                len(decodes),
-                torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32),
-                torch.tensor([s.num_cached_tokens + 1 for s, _ in decodes], dtype=torch.int32))
-        elif decodes:
-            meta.decodes = self._decode_groups(
-                [s.num_cached_tokens + 1 for s, _ in decodes],
-                [s.block_table[:s.num_cached_tokens // bs + 1] for s, _ in decodes])
+            if self.paged_kernel:
+                width = max(len(t) for t in tables)
+                meta.paged_decodes = PagedDecodes(
+                    len(decodes),
+                    torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32),
+                    torch.tensor(lens, dtype=torch.int32))
+            else:
+                meta.decodes = self._decode_groups(lens, tables)
         row = len(decodes)
         for seq, n in prefills:
             c = seq.num_cached_tokens

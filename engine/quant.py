@@ -11,10 +11,10 @@ threads), and it fuses the MLP's SiLU, the gate*up product and the residual adds
 
 from __future__ import annotations
 
-import os
-
 import torch
 import torch.nn.functional as F
+
+from engine import cpu_kernels
 
 INT4_GROUP_SIZE = 64
 INT4_INNER_K_TILES = 8
@@ -28,7 +28,7 @@ def native_bf16_cpu() -> bool:
 def packable(weight: torch.Tensor, device: torch.device) -> bool:
     """Whether oneDNN can hold WEIGHT pre-packed on DEVICE (plain fp32, or bf16 on a CPU that
     multiplies bf16 natively)."""
-    if device.type != "cpu" or os.environ.get("SERVECAT_ENGINE_KERNELS") == "torch":
+    if device.type != "cpu" or not cpu_kernels.enabled():
         return False
     if weight.dtype == torch.bfloat16 and not native_bf16_cpu():
         return False
