@@ -8,6 +8,7 @@ from servecat.cli import LazyGroup
 
 PERF_COMMANDS = {
     "engine": "servecat.commands.perf_engine:perf_engine",
+    "kernels": "servecat.commands.perf_kernels:perf_kernels",
     "loadgen": "servecat.commands.perf_loadgen:perf_loadgen",
     "api": "servecat.commands.perf_api:perf_api",
 }

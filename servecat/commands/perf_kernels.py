@@ -1,0 +1,110 @@
+"""`servecat perf kernels`: the engine's CPU kernels against the PyTorch paths they replace,
+on the small model's shapes: packed oneDNN linears vs `F.linear`, and the C decode attention
+vs gathering the blocks and multiplying in PyTorch (its best case: equal lengths, no mask)."""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from pathlib import Path
+
+import click
+
+LINEAR_SHAPES = [(1280, 768), (4096, 768), (768, 2048)]  # (out, in): qkv, gate_up, down
+
+
+def best_ms(fn, repeat: int = 30) -> float:
+    """Median of REPEAT timed calls after 3 warm-up calls, in ms."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2] * 1e3
+
+
+def linear_rows(dtype, tokens: list[int]) -> list[dict]:
+    import torch
+    import torch.nn.functional as F
+
+    from engine.quant import Linear
+
+    rows = []
+    for m in tokens:
+        for n, k in LINEAR_SHAPES:
+            x, w = torch.randn(m, k, dtype=dtype), torch.randn(n, k, dtype=dtype)
+            packed = Linear(w.clone(), None)
+            packed.to(torch.device("cpu"))
+            flops = 2 * m * n * k
+            plain = best_ms(partial(F.linear, x, w))
+            ours = best_ms(partial(packed, x)) if packed.packed else None
+            rows.append({"kernel": f"linear {m}x{k} @ {k}x{n}", "pytorch_ms": round(plain, 3),
+                         "ours_ms": None if ours is None else round(ours, 3),
+                         "pytorch_gflops": round(flops / plain / 1e6, 1),
+                         "ours_gflops": None if ours is None else round(flops / ours / 1e6, 1)})
+    return rows
+
+
+def attention_rows(dtype, contexts: list[int], seqs: int = 64) -> list[dict]:
+    import torch
+
+    from engine import cpu_kernels
+    from engine.attention import DecodeGroup, decode_attention
+
+    heads, kv_heads, d, bs = 12, 4, 64, 16
+    rows = []
+    for ctx in contexts:
+        nbl = -(-ctx // bs)
+        nb = seqs * nbl + 8
+        k = torch.randn(kv_heads, nb, bs, d).to(dtype)
+        v = torch.randn(kv_heads, nb, bs, d).to(dtype)
+        tables = torch.randperm(nb)[:seqs * nbl].view(seqs, nbl).to(torch.int32).contiguous()
+        lens = torch.full((seqs,), ctx, dtype=torch.int32)
+        q = torch.randn(seqs, heads, d).to(dtype)
+        group = DecodeGroup(0, seqs, tables.long().view(-1), nbl * bs, None)
+        plain = best_ms(partial(decode_attention, q, k, v, group, d ** -0.5))
+        ours = (best_ms(partial(cpu_kernels.paged_decode_attention, q, k, v, tables, lens,
+                                d ** -0.5)) if cpu_kernels.available() else None)
+        rows.append({"kernel": f"decode attention {seqs} seqs x {ctx} tokens",
+                     "pytorch_ms": round(plain, 3),
+                     "ours_ms": None if ours is None else round(ours, 3)})
+    return rows
+
+
+@click.command("kernels")
+@click.option("--dtype", "dtypes", default="fp32,bf16", show_default=True)
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch CPU threads [default: all cores].")
+@click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
+def perf_kernels(dtypes: str, threads: int | None, json_out: str | None) -> None:
+    """Packed linears and the C decode attention vs the PyTorch paths, small-model shapes."""
+    import os
+
+    import torch
+
+    from engine import cpu_kernels
+
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    names = {"fp32": torch.float32, "bf16": torch.bfloat16}
+    rows = []
+    for word in [d.strip() for d in dtypes.split(",") if d.strip()]:
+        if word not in names:
+            raise click.BadParameter(f"{word!r} is not one of fp32, bf16", param_hint="--dtype")
+        torch.manual_seed(0)
+        for row in (linear_rows(names[word], [64, 512, 2048])
+                    + attention_rows(names[word], [128, 400])):
+            ratio = (round(row["pytorch_ms"] / row["ours_ms"], 2) if row["ours_ms"] else None)
+            rows.append({"dtype": word, **row, "speedup": ratio})
+    click.echo("| dtype | kernel | PyTorch ms | ours ms | speed-up |")
+    click.echo("|---|---|---|---|---|")
+    for r in rows:
+        click.echo(f"| {r['dtype']} | {r['kernel']} | {r['pytorch_ms']} | {r['ours_ms']} | "
+                   f"{r['speedup']} |")
+    if json_out:
+        Path(json_out).write_text(json.dumps({
+            "threads": torch.get_num_threads(), "engine_kernels": cpu_kernels.available(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "rows": rows},
+            indent=2) + "\n")

@@ -1,0 +1,30 @@
+"""`servecat perf kernels`: a row per kernel and shape, with both timings and the JSON."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from engine import cpu_kernels
+from servecat.commands.perf_kernels import perf_kernels
+
+
+def test_perf_kernels_table_and_json(tmp_path):
+    out = tmp_path / "kernels.json"
+    result = CliRunner().invoke(perf_kernels, ["--dtype", "fp32", "--threads", "1",
+                                               "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    kernels = [r["kernel"] for r in data["rows"]]
+    assert len(kernels) == 11 and sum(k.startswith("decode attention") for k in kernels) == 2
+    for r in data["rows"]:
+        assert r["pytorch_ms"] > 0
+        assert (r["ours_ms"] is not None) == (cpu_kernels.available() or
+                                              r["kernel"].startswith("linear"))
+    assert "| fp32 | decode attention 64 seqs x 400 tokens |" in result.output
+
+
+def test_bad_dtype_is_named():
+    result = CliRunner().invoke(perf_kernels, ["--dtype", "fp8"])
+    assert result.exit_code == 2 and "'fp8' is not one of fp32, bf16" in result.output
