@@ -3,11 +3,16 @@
 Requests are checked on the caller's thread (so a bad or surplus request is refused at once),
 queued, and joined to the batch at the next step; tokens go back through per-request asyncio
 queues. Aborts (client disconnects) are applied before the next step, which frees the blocks.
+
+One request can only ever fail itself: an error while admitting it fails that request, an error
+in a step fails the requests of that step, and if the loop itself ever stops, every waiting
+request is answered, `alive` turns false (the server's /health says 503) and stop() returns.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import uuid
@@ -29,6 +34,11 @@ class TokenEvent:
     finished: bool
     finish_reason: str | None
     error: str | None = None
+    status: int = 200  # the HTTP status an error maps to
+
+
+class EngineDead(RuntimeError):
+    """The step loop is not running: no request can be served (the server answers 503)."""
 
 
 class AsyncEngine:
@@ -40,7 +50,12 @@ class AsyncEngine:
         self.aborts: list[str] = []
         self.queues: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
         self.stopped = False
+        self.dead: str | None = None  # why the loop stopped, once it has
         self.thread = threading.Thread(target=self._loop, name="servecat-engine", daemon=True)
+
+    @property
+    def alive(self) -> bool:
+        return self.dead is None and self.thread.is_alive()
 
     def start(self) -> None:
         self.thread.start()
@@ -49,14 +64,16 @@ class AsyncEngine:
         self.stopped = True
         self.wake.set()
         self.thread.join(timeout=10)
+        self._fail_all("the server is shutting down", 503)
 
     def check(self, prompt_ids: list[int], params: SamplingParams) -> None:
-        """Refuse now what the engine would refuse (RequestError, QueueFullError)."""
+        """Refuse now what the engine would refuse (RequestError, QueueFullError, EngineDead)."""
+        if self.dead is not None or self.stopped:
+            raise EngineDead(self.dead or "the server is shutting down")
         e = self.engine
-        if not prompt_ids:
-            raise RequestError("the prompt is empty")
+        e.validate(prompt_ids, params)
         total = len(prompt_ids) + params.max_tokens
-        if len(prompt_ids) >= e.max_model_len or total > e.max_model_len:
+        if total > e.max_model_len:
             raise RequestError(
                 f"This model's maximum context length is {e.max_model_len} tokens. However, you "
                 f"requested {total} tokens ({len(prompt_ids)} in the prompt, "
@@ -90,7 +107,19 @@ class AsyncEngine:
         if event.finished:
             self.queues.pop(request_id, None)
         loop, queue = target
-        loop.call_soon_threadsafe(queue.put_nowait, event)
+        # A closed event loop means nobody is listening for this request any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    def _fail(self, request_id: str, message: str, status: int, prompt_len: int = 0) -> None:
+        self._emit(request_id, TokenEvent("", prompt_len, 0, True, None, message, status))
+
+    def _fail_all(self, message: str, status: int) -> None:
+        with self.lock:
+            ids = list(self.queues)
+            self.pending.clear()
+        for request_id in ids:
+            self._fail(request_id, message, status)
 
     def _drain(self) -> None:
         with self.lock:
@@ -103,27 +132,41 @@ class AsyncEngine:
                 continue
             try:
                 self.engine.add_request(request_id, prompt_ids, params)
-            except (RequestError, QueueFullError) as exc:
-                self._emit(request_id, TokenEvent("", len(prompt_ids), 0, True, None, str(exc)))
+            except RequestError as exc:
+                self._fail(request_id, str(exc), 400, len(prompt_ids))
+            except QueueFullError as exc:
+                self._fail(request_id, str(exc), 429, len(prompt_ids))
+            except Exception as exc:  # this request's problem, not the loop's
+                log.exception("request %s could not be admitted", request_id)
+                self.engine.requests.pop(request_id, None)
+                self._fail(request_id, f"engine error admitting the request: {exc}", 500)
+
+    def _step(self) -> None:
+        try:
+            outputs = self.engine.step()
+        except Exception as exc:  # keep serving: fail what was running, not the server
+            log.exception("engine step failed")
+            for request_id in list(self.engine.requests):
+                self.engine.abort(request_id)
+                self._fail(request_id, f"engine error: {exc}", 500)
+            return
+        with self.lock:
+            for out in outputs:
+                seq = out.seq
+                self._emit(seq.request_id, TokenEvent(
+                    out.text, seq.num_prompt_tokens, seq.num_output_tokens, out.finished,
+                    seq.finish_reason))
 
     def _loop(self) -> None:
-        while not self.stopped:
-            self._drain()
-            if not self.engine.has_work():
-                self.wake.wait(timeout=1.0)
-                self.wake.clear()
-                continue
-            try:
-                outputs = self.engine.step()
-            except Exception as exc:  # keep serving: fail what was running, not the server
-                log.exception("engine step failed")
-                for request_id in list(self.engine.requests):
-                    self.engine.abort(request_id)
-                    self._emit(request_id, TokenEvent("", 0, 0, True, None, f"engine error: {exc}"))
-                continue
-            with self.lock:
-                for out in outputs:
-                    seq = out.seq
-                    self._emit(seq.request_id, TokenEvent(
-                        out.text, seq.num_prompt_tokens, seq.num_output_tokens, out.finished,
-                        seq.finish_reason))
+        try:
+            while not self.stopped:
+                self._drain()
+                if not self.engine.has_work():
+                    self.wake.wait(timeout=1.0)
+                    self.wake.clear()
+                    continue
+                self._step()
+        except BaseException as exc:  # a bug in the loop itself: say so everywhere, stop clean
+            log.exception("engine loop stopped")
+            self.dead = f"the engine stopped: {type(exc).__name__}: {exc}"
+            self._fail_all(self.dead, 503)

@@ -91,9 +91,12 @@ class LLMEngine:
                             ids, skip_special_tokens=skip_special_tokens))
 
     # --- requests -------------------------------------------------------------------------
-    def add_request(self, request_id: str, prompt_ids: list[int],
-                    params: SamplingParams) -> Sequence:
-        """Queue a request; it joins the batch at the next step."""
+    def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
+        """Raise RequestError for what no step could serve: too long, bad ids or settings.
+
+        The one check of a request's own fault; the async front calls it on the caller's
+        thread so a bad request is refused there and never reaches the step loop.
+        """
         if not prompt_ids:
             raise RequestError("the prompt is empty")
         if len(prompt_ids) >= self.max_model_len:
@@ -104,8 +107,14 @@ class LLMEngine:
         vocab = self.model.spec.vocab_size
         if any(not 0 <= t < vocab for t in prompt_ids):
             raise RequestError(f"prompt token ids must be in [0, {vocab})")
-        if params.max_tokens < 1:
-            raise RequestError("max_tokens must be at least 1")
+        problem = params.problem()
+        if problem:
+            raise RequestError(problem)
+
+    def add_request(self, request_id: str, prompt_ids: list[int],
+                    params: SamplingParams) -> Sequence:
+        """Queue a request; it joins the batch at the next step."""
+        self.validate(prompt_ids, params)
         if request_id in self.requests:
             raise RequestError(f"request id {request_id!r} is already in use")
         if len(self.scheduler.waiting) >= self.config.max_waiting:

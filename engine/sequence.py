@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import time
 from dataclasses import dataclass, field
 
 import torch
+
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
+TOKEN_ID_MAX = 2**31
 
 
 @dataclass(slots=True)
@@ -26,6 +30,22 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0 or self.top_k == 1
+
+    def problem(self) -> str | None:
+        """What makes these settings unservable, or None (checked before a request is queued)."""
+        if not SEED_MIN <= (self.seed if self.seed is not None else 0) <= SEED_MAX:
+            return f"seed must be in [{SEED_MIN}, {SEED_MAX}]"  # torch.Generator's range
+        if not (self.temperature >= 0.0 and math.isfinite(self.temperature)):
+            return "temperature must be a finite number >= 0"
+        if not 0.0 < self.top_p <= 1.0:
+            return "top_p must be in (0, 1]"
+        if self.top_k < 0:
+            return "top_k must be >= 0 (0: off)"
+        if self.max_tokens < 1:
+            return "max_tokens must be at least 1"
+        if any(not 0 <= t < TOKEN_ID_MAX for t in self.stop_token_ids):
+            return f"stop_token_ids must be in [0, {TOKEN_ID_MAX})"
+        return None
 
 
 class SequenceStatus(enum.Enum):

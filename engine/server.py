@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
-from engine.async_engine import AsyncEngine, TokenEvent
+from engine.async_engine import AsyncEngine, EngineDead, TokenEvent
 from engine.llm_engine import LLMEngine, QueueFullError, RequestError
 from engine.protocol import (
     ChatCompletionRequest,
@@ -25,6 +28,9 @@ from engine.protocol import (
 from engine.sequence import SamplingParams
 
 OPEN_PATHS = ("/health", "/metrics")  # no API key needed, as in vLLM
+# Far above any prompt a context window holds (1M tokens of text is ~4 MB), far below what
+# would hurt the server: a 52 MB body once held it for 54 s and 7.5 GB.
+MAX_BODY_BYTES = 16 << 20
 
 
 class APIError(Exception):
@@ -43,36 +49,103 @@ def error_response(status: int, message: str, type_: str, param: str | None = No
 
 
 def _message_text(m: ChatMessage) -> str:
-    if isinstance(m.content, list):  # OpenAI content parts: keep the text ones
-        return "".join(p.get("text", "") for p in m.content if p.get("type") == "text")
+    if isinstance(m.content, list):  # OpenAI content parts: only text is served
+        kinds = sorted({p.type for p in m.content if p.type != "text"})
+        if kinds:
+            raise APIError(400, f"content parts of type {', '.join(kinds)} are not supported "
+                                "(text only)", param="messages")
+        return "".join(p.text or "" for p in m.content)
     return m.content or ""
 
 
+def _longest_token_chars(tokenizer) -> int:
+    """The most characters one token can stand for: every n-char text has >= n / this tokens."""
+    vocab = tokenizer.get_vocab()
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return max([len(t) for t in vocab] + [len(str(t)) for t in added.values()] + [1])
+
+
+class AuthMiddleware:
+    """`Authorization: Bearer KEY` on every path but OPEN_PATHS, compared in constant time.
+
+    Plain ASGI rather than `@app.middleware`: Starlette's BaseHTTPMiddleware wraps `receive`
+    and hid client disconnects from the handlers, so abandoned requests ran to the end.
+    """
+
+    def __init__(self, app, api_key: str):
+        self.app, self.expected = app, f"Bearer {api_key}".encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] not in OPEN_PATHS:
+            header = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(header, self.expected):
+                response = error_response(401, "missing or invalid API key: send "
+                                               "'Authorization: Bearer <key>'",
+                                          "AuthenticationError", code="invalid_api_key")
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 class Server:
-    def __init__(self, engine: LLMEngine, served_model_name: str, api_key: str | None = None):
+    def __init__(self, engine: LLMEngine, served_model_name: str, api_key: str | None = None,
+                 max_body_bytes: int = MAX_BODY_BYTES, aliases: tuple[str, ...] = ()):
         self.engine = engine
         self.async_engine = AsyncEngine(engine)
         self.served = served_model_name
+        self.accepted = {served_model_name, *aliases}  # names a request may send as `model`
         self.api_key = api_key
+        self.max_body_bytes = max_body_bytes
         self.tokenizer = engine.tokenizer
+        # A prompt longer than this many characters cannot fit the context, whatever it says.
+        self.max_prompt_chars = engine.max_model_len * _longest_token_chars(self.tokenizer)
+        # Parsing and tokenizing run here, never on the event loop (which must keep answering).
+        self.workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="servecat-tokenize")
         engine.metrics.model_name = served_model_name
 
     # --- helpers ------------------------------------------------------------------------
-    async def parse(self, request: Request, model: type[BaseModel]) -> Any:
+    async def read_body(self, request: Request) -> bytes:
+        """The request body, refused with 413 as soon as it passes max_body_bytes."""
+        limit = self.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        too_large = APIError(413, f"request body is larger than {limit} bytes",
+                             "RequestTooLargeError", code="request_too_large")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def validate(self, raw: bytes, model: type[BaseModel]) -> Any:
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise APIError(400, f"request body is not valid JSON: {exc}") from exc
         try:
             req = model.model_validate(body)
         except ValidationError as exc:
-            err = exc.errors()[0]
+            # In a union, the deepest error names the field that was wrong.
+            err = max(exc.errors(), key=lambda e: len(e["loc"]))
             loc = ".".join(str(x) for x in err["loc"])
             raise APIError(400, f"{loc}: {err['msg']}", param=loc or None) from exc
-        if getattr(req, "model", None) not in (None, self.served):
+        if getattr(req, "model", None) not in (None, *self.accepted):
             raise APIError(404, f"The model `{req.model}` does not exist; this server serves "
                                 f"`{self.served}`.", "NotFoundError", "model", "model_not_found")
         return req
+
+    async def off_loop(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.workers, fn, *args)
+
+    def check_chars(self, n: int, param: str) -> None:
+        """Refuse a text that cannot fit the context before paying to tokenize it."""
+        if n > self.max_prompt_chars:
+            raise APIError(400, f"This model's maximum context length is "
+                                f"{self.engine.max_model_len} tokens; a text of {n} characters "
+                                f"is longer than that", param=param,
+                           code="context_length_exceeded")
 
     def params(self, req: SamplingFields, prompt_len: int, default_max: int | None) -> SamplingParams:
         if req.logprobs not in (None, False):
@@ -92,6 +165,7 @@ class Server:
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
             prompt = prompt[0]  # a batch of one
         if isinstance(prompt, str):
+            self.check_chars(len(prompt), "prompt")
             return self.tokenizer(prompt).input_ids
         if isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
             vocab = self.engine.model.spec.vocab_size
@@ -105,9 +179,10 @@ class Server:
         if self.tokenizer.chat_template is None:
             raise APIError(400, "this model's tokenizer has no chat template; "
                                 "use /v1/completions", param="messages")
-        text = self.tokenizer.apply_chat_template(
-            [{"role": m.role, "content": _message_text(m)} for m in messages],
-            add_generation_prompt=True, tokenize=False)
+        turns = [{"role": m.role, "content": _message_text(m)} for m in messages]
+        self.check_chars(sum(len(t["content"]) for t in turns), "messages")
+        text = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True,
+                                                  tokenize=False)
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def submit(self, prompt_ids: list[int], params: SamplingParams):
@@ -118,6 +193,8 @@ class Server:
                            if "context length" in str(exc) else None) from exc
         except QueueFullError as exc:
             raise APIError(429, str(exc), "RateLimitError", code="too_many_requests") from exc
+        except EngineDead as exc:
+            raise APIError(503, str(exc), "ServiceUnavailableError") from exc
 
     # --- generation ---------------------------------------------------------------------
     async def events(self, request: Request, request_id: str,
@@ -136,11 +213,13 @@ class Server:
                     checked = time.monotonic()
                     if await request.is_disconnected():
                         return
+                    if event is None and not self.async_engine.alive:
+                        raise APIError(503, self.async_engine.dead or "the engine is not "
+                                       "running", "ServiceUnavailableError")
                 if event is None:
                     continue
                 if event.error:
-                    raise APIError(500 if event.error.startswith("engine") else 400,
-                                   event.error, "InternalServerError")
+                    raise APIError(event.status, event.error, _error_type(event.status))
                 finished = event.finished
                 yield event
                 if finished:
@@ -149,10 +228,15 @@ class Server:
             if not finished:
                 self.async_engine.abort(request_id)
 
-    async def generate(self, request: Request, chat: bool) -> Response:
-        req = await self.parse(request, ChatCompletionRequest if chat else CompletionRequest)
+    def prepare(self, raw: bytes, chat: bool) -> tuple[Any, list[int], SamplingParams]:
+        """Body bytes to (request, prompt ids, sampling params); runs on a worker thread."""
+        req = self.validate(raw, ChatCompletionRequest if chat else CompletionRequest)
         prompt_ids = self.encode_chat(req.messages) if chat else self.encode_prompt(req.prompt)
-        params = self.params(req, len(prompt_ids), None if chat else 16)
+        return req, prompt_ids, self.params(req, len(prompt_ids), None if chat else 16)
+
+    async def generate(self, request: Request, chat: bool) -> Response:
+        req, prompt_ids, params = await self.off_loop(self.prepare,
+                                                      await self.read_body(request), chat)
         request_id, queue = self.submit(prompt_ids, params)
         rid = ("chatcmpl-" if chat else "cmpl-") + request_id
         created = int(time.time())
@@ -221,6 +305,17 @@ class Server:
             yield f"data: {json.dumps(body)}\n\n"
         yield "data: [DONE]\n\n"
 
+    def tokenize(self, raw: bytes) -> dict:
+        req = self.validate(raw, TokenizeRequest)
+        if (req.prompt is None) == (req.messages is None):
+            raise APIError(400, "give exactly one of prompt or messages", param="prompt")
+        if req.messages is not None:
+            ids = self.encode_chat(req.messages)
+        else:
+            self.check_chars(len(req.prompt), "prompt")
+            ids = self.tokenizer(req.prompt, add_special_tokens=req.add_special_tokens).input_ids
+        return {"tokens": ids, "count": len(ids), "max_model_len": self.engine.max_model_len}
+
     # --- the app ------------------------------------------------------------------------
     def app(self) -> FastAPI:
         @asynccontextmanager
@@ -228,18 +323,11 @@ class Server:
             self.async_engine.start()
             yield
             self.async_engine.stop()
+            self.workers.shutdown(wait=False, cancel_futures=True)
 
         app = FastAPI(title="servecat engine", lifespan=lifespan)
-
-        @app.middleware("http")
-        async def auth(request: Request, call_next):
-            if self.api_key and request.url.path not in OPEN_PATHS:
-                header = request.headers.get("authorization", "")
-                if header != f"Bearer {self.api_key}":
-                    return error_response(401, "missing or invalid API key: send "
-                                               "'Authorization: Bearer <key>'",
-                                          "AuthenticationError", code="invalid_api_key")
-            return await call_next(request)
+        if self.api_key:
+            app.add_middleware(AuthMiddleware, api_key=self.api_key)
 
         @app.exception_handler(APIError)
         async def api_error(_: Request, exc: APIError):
@@ -257,6 +345,9 @@ class Server:
 
         @app.get("/health")
         async def health() -> Response:
+            if not self.async_engine.alive:
+                return error_response(503, self.async_engine.dead or "the engine is not running",
+                                      "ServiceUnavailableError")
             return Response(status_code=200)
 
         @app.get("/v1/models")
@@ -273,13 +364,8 @@ class Server:
 
         @app.post("/tokenize")
         async def tokenize(request: Request) -> dict:
-            req = await self.parse(request, TokenizeRequest)
-            if (req.prompt is None) == (req.messages is None):
-                raise APIError(400, "give exactly one of prompt or messages", param="prompt")
-            ids = (self.encode_chat(req.messages) if req.messages is not None
-                   else self.tokenizer(req.prompt, add_special_tokens=req.add_special_tokens)
-                   .input_ids)
-            return {"tokens": ids, "count": len(ids), "max_model_len": self.engine.max_model_len}
+            raw = await self.read_body(request)
+            return await self.off_loop(self.tokenize, raw)
 
         @app.post("/v1/completions")
         async def completions(request: Request) -> Response:
@@ -292,9 +378,22 @@ class Server:
         return app
 
 
+def _error_type(status: int) -> str:
+    return {400: "BadRequestError", 429: "RateLimitError",
+            503: "ServiceUnavailableError"}.get(status, "InternalServerError")
+
+
 def build_app(engine: LLMEngine, served_model_name: str | None = None,
-              api_key: str | None = None) -> FastAPI:
-    """The FastAPI app serving ENGINE under SERVED_MODEL_NAME (default: the model path)."""
-    return Server(engine, served_model_name or str(engine.config.model), api_key).app()
+              api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """The FastAPI app serving ENGINE under SERVED_MODEL_NAME.
+
+    Without a name it is served as the model path and, as an alias, the folder's name, so
+    `serve --model .servecat/models/small` answers requests for `small`.
+    """
+    if served_model_name:
+        return Server(engine, served_model_name, api_key, max_body_bytes).app()
+    path = str(engine.config.model)
+    alias = Path(path.rstrip("/")).name
+    return Server(engine, path, api_key, max_body_bytes, (alias,) if alias else ()).app()
 
 

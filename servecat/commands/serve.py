@@ -43,6 +43,9 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
           log_level: str) -> None:
     """Serve MODEL with the builtin engine: /v1/completions, /v1/chat/completions, /v1/models,
     /tokenize, /health, /metrics."""
+    import socket
+    from pathlib import Path
+
     import uvicorn
 
     from engine.config import EngineConfig
@@ -56,6 +59,18 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
         kv_cache_memory=int(kv_cache_memory * 2**30) if kv_cache_memory else None,
         kv_cache_fraction=kv_cache_fraction, enable_prefix_caching=not no_prefix_caching,
         max_waiting=max_waiting, num_threads=num_threads)
+    if not (Path(model) / "config.json").is_file():
+        raise click.BadParameter(f"{model!r} is not a model folder (no config.json there); "
+                                 "build one with `servecat models build small`",
+                                 param_hint="--model")
+    # A busy port is found out before the model loads, not after.
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror}",
+                                     param_hint="--port") from exc
     try:
         engine = LLMEngine(config)
     except (ValueError, FileNotFoundError, OSError) as exc:
@@ -64,5 +79,6 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
                f"{', ' + engine.quantization if engine.quantization else ''}), "
                f"{engine.runner.num_blocks} KV blocks of {block_size} tokens, "
                f"max_model_len {engine.max_model_len}; http://{host}:{port}/v1", err=True)
+    # A bounded graceful shutdown: open streams get 10 s, then SIGTERM ends the server.
     uvicorn.run(build_app(engine, served_model_name, api_key), host=host, port=port,
-                log_level=log_level)
+                log_level=log_level, timeout_graceful_shutdown=10)

@@ -44,7 +44,7 @@ def free_port() -> int:
 class LiveServer:
     """uvicorn on 127.0.0.1 in a thread, so a test can look inside the engine it serves."""
 
-    def __init__(self, engine, api_key: str | None = None, served: str = "tiny"):
+    def __init__(self, engine, api_key: str | None = None, served: str = "tiny", **app_kw):
         import uvicorn
 
         from engine.server import build_app
@@ -52,7 +52,7 @@ class LiveServer:
         self.engine = engine
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(build_app(engine, served, api_key), host="127.0.0.1",
+        config = uvicorn.Config(build_app(engine, served, api_key, **app_kw), host="127.0.0.1",
                                 port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
