@@ -46,3 +46,38 @@ def test_unsupported_quantization_is_a_clean_error(tiny_model):
                        text=True, timeout=120)
     assert r.returncode != 0
     assert "engine builtin does not support fp16 on cpu" in r.stderr
+
+
+def test_bad_model_path_is_one_line(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "servecat.cli", "serve", "--model",
+                        str(tmp_path / "nope")], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "is not a model folder" in r.stderr and "--model" in r.stderr
+
+
+def test_busy_port_is_said_before_loading(tiny_model):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "servecat.cli", "serve", "--model",
+                            str(tiny_model), "--port", str(port)], cwd=REPO,
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+    assert "KV blocks" not in r.stderr  # said before the model loaded
+
+
+def test_folder_name_is_served_as_an_alias(tiny_model):
+    from engine_helpers import LiveServer, make_engine
+
+    # No served name: the server answers to the path, and to the folder's name too.
+    with LiveServer(make_engine(tiny_model), served=None) as live:
+        r = httpx.post(live.base_url + "/v1/completions", timeout=30,
+                       json={"model": tiny_model.name, "prompt": "x", "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        models = httpx.get(live.base_url + "/v1/models").json()["data"]
+        assert models[0]["id"] == str(tiny_model)
