@@ -22,6 +22,7 @@ from bench.loadgen import run_workload
 from bench.profiles import Profile
 from bench.server_metrics import server_view
 from bench.workload import Workload
+from servecat.slo import Slo, level_holds
 
 WORKLOAD_FIELDS = tuple(f.name for f in fields(Workload))
 DONE_STATUSES = ("ok", "skipped")
@@ -46,30 +47,33 @@ class Outcome:
 
 @dataclass(frozen=True)
 class Saturation:
-    """When to stop climbing: p99s beyond `margin` x the loosest profile's SLOs and
-    output throughput grew by less than `min_growth` over the previous level."""
+    """When to stop climbing: the loosest profile's SLO, latencies scaled by `margin`, does not
+    hold (servecat.slo) and output throughput grew by less than `min_growth` over the last level."""
 
     ttft_p99_ms: float
     tpot_p99_ms: float
     margin: float = 2.0
     min_growth: float = 0.05
+    max_error_rate: float = 0.0
 
     @classmethod
     def loosest(cls, profiles: Iterable[Profile], **kw) -> Saturation:
-        profs = list(profiles)
-        return cls(max(p.ttft_p99_ms for p in profs), max(p.tpot_p99_ms for p in profs), **kw)
+        profs = [Slo.of(p) for p in profiles]
+        return cls(max(p.ttft_p99_ms for p in profs), max(p.tpot_p99_ms for p in profs),
+                   max_error_rate=max(p.max_error_rate for p in profs), **kw)
 
     def reason(self, summary: Mapping, previous: Mapping | None) -> str | None:
         """Why the levels above this one are not worth measuring, or None."""
         if previous is None:
             return None
-        ttft, tpot = summary.get("ttft_p99_ms") or 0.0, summary.get("tpot_p99_ms") or 0.0
-        missed = ttft > self.margin * self.ttft_p99_ms or tpot > self.margin * self.tpot_p99_ms
+        slo = Slo(self.ttft_p99_ms, self.tpot_p99_ms, self.max_error_rate).scaled(self.margin)
         now, before = summary.get("output_tokens_per_s") or 0.0, previous.get("output_tokens_per_s") or 0.0
-        if missed and now < before * (1 + self.min_growth):
-            return (f"saturated: p99 TTFT {ttft:.0f} ms / TPOT {tpot:.1f} ms are over "
-                    f"{self.margin:g}x the loosest SLOs ({self.ttft_p99_ms:.0f} / "
-                    f"{self.tpot_p99_ms:.0f} ms) and throughput {now:.1f} tok/s did not grow "
+        if not level_holds(summary, slo) and now < before * (1 + self.min_growth):
+            ttft, tpot = summary.get("ttft_p99_ms") or 0.0, summary.get("tpot_p99_ms") or 0.0
+            return (f"saturated: p99 TTFT {ttft:.0f} ms / TPOT {tpot:.1f} ms / errors "
+                    f"{summary.get('error_rate') or 0.0:.1%} miss {self.margin:g}x the loosest "
+                    f"SLOs ({self.ttft_p99_ms:.0f} / {self.tpot_p99_ms:.0f} ms, errors <= "
+                    f"{self.max_error_rate:.1%}) and throughput {now:.1f} tok/s did not grow "
                     f"over {before:.1f} tok/s")
         return None
 

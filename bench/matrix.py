@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,6 +26,9 @@ from servecat.errors import SpecError
 from servecat.hardware import hardware_key, load_hardware
 
 GiB = 1024**3
+# Most candidate configs one expansion builds, counted before any is built: a bigger grid is a
+# typo or hostile (a 10M-config spec died inside numpy), and a product of list lengths is free.
+MAX_CONFIGS = 2_000_000
 # Concurrency assumed for an open-loop workload with no cap and an engine with no max_num_seqs.
 DEFAULT_OPEN_LOOP_CONCURRENCY = 256
 # Engine args that become their own columns (the rest stay in `engine_args` JSON).
@@ -69,9 +73,40 @@ class Expansion:
         return list(dict.fromkeys(self.configs["deployment"]))
 
 
+def _load_levels(spec: MatrixSpec) -> list[tuple]:
+    """Distinct load levels (kind, level, rate, arrival, burstiness, cap), ascending by kind and level."""
+    levels = set()
+    for load in spec.workloads.loads:
+        for c in load.concurrency:
+            levels.add(("concurrency", float(c), None, "constant", 1.0, None))
+        for r in load.rate:
+            levels.add(("rate", float(r), float(r), load.arrival, load.burstiness,
+                        load.max_concurrency))
+    return sorted(levels, key=lambda x: (x[0], x[1]))
+
+
+def count_configs(spec: MatrixSpec, table: dict) -> tuple[int, int]:
+    """(deployments, workloads) of SPEC before pruning, counted without building any: their
+    product is the number of candidate configs. Hardware names must be in TABLE."""
+    quants = sum(len(m.quantizations or spec.quantizations) for m in spec.models)
+    gpus = sum(len(c.counts or table[c.name].counts) for c in spec.hardware)
+    grids = sum(math.prod(len(v) for v in e.args.values()) for e in spec.engines)
+    return quants * gpus * grids, len(spec.workloads.lengths) * len(_load_levels(spec))
+
+
+def check_size(spec: MatrixSpec, table: dict, source: str, max_configs: int = MAX_CONFIGS) -> None:
+    """A SpecError naming the size when SPEC has more than MAX_CONFIGS candidate configs."""
+    deps, workloads = count_configs(spec, table)
+    if deps * workloads > max_configs:
+        raise SpecError(source, "", f"the matrix has {deps * workloads:,} configs ({deps:,} "
+                                    f"deployments x {workloads:,} workloads), over the cap of "
+                                    f"{max_configs:,}: narrow a dimension or split the spec")
+
+
 def _workloads(spec: MatrixSpec) -> pd.DataFrame:
     """One row per workload, in sweep order: lengths as listed, load levels ascending."""
     w = spec.workloads
+    levels = _load_levels(spec)
     rows = []
     for lp in w.lengths:
         (imin, imax), (omin, omax) = lp.input_tokens.bounds(), lp.output_tokens.bounds()
@@ -84,14 +119,7 @@ def _workloads(spec: MatrixSpec) -> pd.DataFrame:
             "duration_s": w.duration_s, "warmup_requests": w.warmup_requests,
             "shared_prefix_tokens": lp.shared_prefix_tokens, "api": lp.api, "seed": w.seed,
         }
-        levels = set()
-        for load in w.loads:
-            for c in load.concurrency:
-                levels.add(("concurrency", float(c), None, "constant", 1.0, None))
-            for r in load.rate:
-                levels.add(("rate", float(r), float(r), load.arrival, load.burstiness,
-                            load.max_concurrency))
-        for kind, level, rate, arrival, burst, cap in sorted(levels, key=lambda x: (x[0], x[1])):
+        for kind, level, rate, arrival, burst, cap in levels:
             row = dict(base, load=kind, concurrency=int(level) if kind == "concurrency" else None,
                        rate=rate, arrival=arrival, burstiness=burst, max_concurrency=cap)
             rows.append(row)
@@ -211,9 +239,12 @@ def _take(column: pd.Series, idx: np.ndarray):
     return pd.Categorical.from_codes(codes[idx], categories=uniques)
 
 
-def expand(spec: MatrixSpec, hardware_path: str | Path | None = None) -> Expansion:
-    """All configs of SPEC: kept rows in a DataFrame, pruned ones counted by reason."""
+def expand(spec: MatrixSpec, hardware_path: str | Path | None = None,
+           max_configs: int = MAX_CONFIGS, source: str | None = None) -> Expansion:
+    """All configs of SPEC: kept rows in a DataFrame, pruned ones counted by reason. A SpecError
+    (naming SOURCE, default the matrix name) if SPEC has more than MAX_CONFIGS candidates."""
     table = load_hardware(hardware_path or spec.hardware_table)
+    check_size(spec, table, source or f"matrix {spec.name}", max_configs)
     workloads = _workloads(spec)
     n_wl = len(workloads)
     pruned: Counter = Counter()
@@ -262,10 +293,12 @@ def expand(spec: MatrixSpec, hardware_path: str | Path | None = None) -> Expansi
                      pruned_deps, n_candidates)
 
 
-def expand_file(path: str | Path, require_kept: bool = True) -> Expansion:
-    """Load and expand the spec at PATH; a spec that prunes everything is an error."""
+def expand_file(path: str | Path, require_kept: bool = True,
+                max_configs: int = MAX_CONFIGS) -> Expansion:
+    """Load and expand the spec at PATH (at most MAX_CONFIGS candidate configs); a spec that
+    prunes everything is an error."""
     spec = load_spec(path)
-    result = expand(spec, _hardware_path(spec, path))
+    result = expand(spec, _hardware_path(spec, path), max_configs, str(path))
     if require_kept and result.configs.empty:
         reasons = "; ".join(f"{r}: {n}" for r, n in result.pruned.most_common())
         raise SpecError(str(path), "", f"every config was pruned ({reasons})")

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from bench.profiles import Profile
 from bench.schema import LATENCY_METRICS, summary_schema
+from servecat.slo import Slo, request_meets
 
 _PCTS = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
 
@@ -73,9 +74,9 @@ def summarize(table: pa.Table, profiles: list[Profile], target_rate: float | Non
         "achieved_rate": _achieved_rate(sent),
         "max_in_flight": max_in_flight,
     }
-    ttft, tpot = column(table, "ttft_ms"), np.nan_to_num(column(table, "tpot_ms"))
+    ttft, tpot = column(table, "ttft_ms"), column(table, "tpot_ms")
     for p in profiles:
-        meets = ok & (ttft <= p.ttft_p99_ms) & (tpot <= p.tpot_p99_ms)
+        meets = request_meets(ok, ttft, tpot, Slo.of(p))
         summary[f"slo_attainment__{p.name}"] = float(meets.sum() / n) if n else None
         summary[f"goodput_rps__{p.name}"] = per_s(meets.sum())
     assert list(summary) == summary_schema(p.name for p in profiles).names

@@ -1,31 +1,25 @@
-"""Profiles (use cases with SLOs) read from configs/profiles.yaml."""
+"""Profiles as the bench layer uses them: their SLOs (servecat.profiles is the one loader)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from bench.errors import WorkloadError
+from servecat.errors import SpecError
+from servecat.profiles import DEFAULT_PROFILES, Profile, parse_profile
+from servecat.profiles import load_profiles as _load
 
-DEFAULT_PROFILES_PATH = Path(__file__).resolve().parent.parent / "configs" / "profiles.yaml"
+DEFAULT_PROFILES_PATH = DEFAULT_PROFILES
 
-
-@dataclass(frozen=True)
-class Profile:
-    """A profile's SLOs: a request meets it when ttft_ms <= ttft_p99_ms and tpot_ms <= tpot_p99_ms."""
-
-    name: str
-    ttft_p99_ms: float
-    tpot_p99_ms: float
+__all__ = ["DEFAULT_PROFILES_PATH", "Profile", "as_profile", "load_profiles"]
 
 
 def load_profiles(path: str | Path | None = None) -> list[Profile]:
-    """Profiles from a YAML file (`profiles: [{name, slo: {ttft_p99_ms, tpot_p99_ms}}]`)."""
-    path = Path(path) if path else DEFAULT_PROFILES_PATH
-    data = yaml.safe_load(path.read_text()) or {}
-    return [as_profile(p, f"{path}: profiles[{i}]") for i, p in enumerate(data.get("profiles", []))]
+    """Profiles from a YAML file; a profile for benchmarking needs its SLO, weights are optional."""
+    try:
+        return _load(path, need_weights=False)
+    except SpecError as exc:
+        raise WorkloadError(str(exc)) from None
 
 
 def as_profile(item: object, where: str = "profile") -> Profile:
@@ -33,7 +27,6 @@ def as_profile(item: object, where: str = "profile") -> Profile:
     if isinstance(item, Profile):
         return item
     try:
-        slo = item["slo"]  # type: ignore[index]
-        return Profile(str(item["name"]), float(slo["ttft_p99_ms"]), float(slo["tpot_p99_ms"]))  # type: ignore[index]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WorkloadError(f"{where}: expected {{name, slo: {{ttft_p99_ms, tpot_p99_ms}}}} ({exc})") from None
+        return parse_profile(item, where, need_weights=False)
+    except SpecError as exc:
+        raise WorkloadError(str(exc)) from None

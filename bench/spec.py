@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+import math
+import reprlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from servecat.engines import ENGINES, QUANTIZATIONS
-from servecat.errors import SpecError, from_validation_error, load_yaml
+from servecat.errors import SpecError, format_loc, from_validation_error
+
+# Hostile input: an 800-byte YAML alias bomb expands to hundreds of millions of nodes, so a spec
+# may hold at most MAX_YAML_NODES nodes counting every alias at its full size, nested at most
+# MAX_YAML_DEPTH deep.
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 64
+# Integers beyond 2**53 lose precision in JSON clients (beyond 2**63 they overflow int64 columns).
+MAX_INT = 2**53
+MAX_SHOWN = 200  # characters of an input value echoed back in an error message
 
 Quantization = Literal["fp32", "bf16", "fp16", "int8", "int4"]
 EngineName = Literal["builtin", "vllm", "runpod", "openai", "tgi", "lmdeploy", "sglang"]
@@ -19,7 +31,7 @@ Scalar = int | float | str | bool
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -209,6 +221,161 @@ class MatrixSpec(_Strict):
         return value
 
 
+def shown(value: object, limit: int = MAX_SHOWN) -> str:
+    """repr(VALUE) cut to LIMIT characters: what an error message may echo of an input."""
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _short_repr() -> reprlib.Repr:
+    r = reprlib.Repr()  # Python 3.11 takes no keyword arguments here
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, MAX_SHOWN, MAX_SHOWN, 40
+    return r
+
+
+_REPR = _short_repr()
+
+
+class _SpecTooBig(yaml.YAMLError):
+    """A YAML document over the node or depth budget (e.g. an alias bomb)."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses recursive aliases, nesting deeper than MAX_YAML_DEPTH and documents
+    that expand (aliases at their full size) to more than MAX_YAML_NODES nodes."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._open: list[str | None] = []  # anchors of the nodes being composed, outermost first
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self._open:
+            raise _SpecTooBig(f"recursive alias *{event.anchor}")
+        if len(self._open) >= MAX_YAML_DEPTH:
+            raise _SpecTooBig(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        self._open.append(getattr(event, "anchor", None))
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._open.pop()
+
+    def get_single_node(self) -> yaml.Node | None:
+        node = super().get_single_node()
+        if node is not None and _expanded_nodes(node) > MAX_YAML_NODES:
+            raise _SpecTooBig(f"expands to more than {MAX_YAML_NODES:,} nodes (aliases counted "
+                              f"at their full size)")
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _expanded_nodes(root: yaml.Node) -> int:
+    """Nodes of ROOT with every alias expanded, counted over the (acyclic) node graph."""
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:
+        node, ready = stack.pop()
+        if id(node) in sizes:
+            continue
+        if ready:
+            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in _children(node))
+        else:
+            stack.append((node, True))
+            stack += [(k, False) for k in _children(node) if id(k) not in sizes]
+    return sizes[id(root)]
+
+
+def load_spec_yaml(path: str | Path) -> object:
+    """Parse the YAML file at PATH within the node and depth budgets; every problem is a
+    SpecError naming the file (unreadable, not UTF-8, malformed, too big)."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise SpecError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(path), "", f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _SpecTooBig as exc:
+        raise SpecError(str(path), "", f"refused YAML: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(str(path), "", f"malformed YAML: {where}{problem}") from None
+
+
+def bad_number(raw: object) -> tuple[str, str] | None:
+    """(field path, why) of the first integer beyond ±MAX_INT or non-finite float in RAW."""
+    stack: list[tuple[tuple, object]] = [((), raw)]
+    while stack:
+        loc, value = stack.pop()
+        if isinstance(value, dict):
+            stack += [((*loc, str(k)), v) for k, v in reversed(value.items())]
+        elif isinstance(value, list):
+            stack += [((*loc, i), v) for i, v in reversed(list(enumerate(value)))]
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            return format_loc(loc), f"integer {shown(value)} is too large (at most 2**53)"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return format_loc(loc), f"must be a finite number, got {value}"
+    return None
+
+
+class _ShortInputs:
+    """A ValidationError whose first error echoes at most MAX_SHOWN characters of its input."""
+
+    def __init__(self, exc: ValidationError):
+        self.exc = exc
+
+    def errors(self) -> list[dict[str, Any]]:
+        err = dict(self.exc.errors(include_url=False)[0])
+        if "input" in err:
+            err["input"] = _Shown(err["input"])
+        return [err]
+
+
+class _Shown:
+    def __init__(self, value: object):
+        self.text = shown(value)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def validate_spec(raw: object, source: str) -> MatrixSpec:
+    """RAW (parsed YAML or JSON) as a MatrixSpec; a SpecError names SOURCE and the field."""
+    if not isinstance(raw, dict):
+        raise SpecError(source, "", "a matrix spec must be a mapping at the top level")
+    bad = bad_number(raw)
+    if bad:
+        raise SpecError(source, *bad)
+    try:
+        return MatrixSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise from_validation_error(source, _ShortInputs(exc)) from None
+
+
+def check_hardware(spec: MatrixSpec, table: dict, source: str) -> None:
+    """Every hardware choice of SPEC names a type in TABLE with GPU counts it offers."""
+    for i, choice in enumerate(spec.hardware):
+        if choice.name not in table:
+            raise SpecError(source, f"hardware[{i}].name",
+                            f"unknown hardware {shown(choice.name)}: choose from {', '.join(table)}")
+        for count in choice.counts or []:
+            if count not in table[choice.name].counts:
+                allowed = ", ".join(map(str, table[choice.name].counts))
+                raise SpecError(source, f"hardware[{i}].counts",
+                                f"{count} GPUs is not offered for {choice.name} (allowed: {allowed})")
+
+
 def _read_model_config(model: ModelSpec, base: Path, where: str, source: str) -> ModelSpec:
     """Fill a local model's shape from its config.json; an HF id must state it."""
     missing = [f for f in ("parameters", "layers", "kv_heads", "head_dim")
@@ -219,13 +386,15 @@ def _read_model_config(model: ModelSpec, base: Path, where: str, source: str) ->
     config_file = path / "config.json"
     if not config_file.exists():
         raise SpecError(source, f"{where}.{missing[0]}",
-                        f"required for {model.id!r}: it is not a local model directory "
+                        f"required for {shown(model.id)}: it is not a local model directory "
                         f"with a config.json (looked in {path})")
     try:
         cfg = json.loads(config_file.read_text())
         hidden, heads = cfg["hidden_size"], cfg["num_attention_heads"]
         layers, inter, vocab = cfg["num_hidden_layers"], cfg["intermediate_size"], cfg["vocab_size"]
-    except (KeyError, ValueError) as exc:
+        if not all(isinstance(v, int) and v > 0 for v in (hidden, heads, layers, inter, vocab)):
+            raise ValueError("shape fields must be positive integers")
+    except (KeyError, ValueError, TypeError, OSError) as exc:
         raise SpecError(source, where, f"cannot read shape from {config_file}: {exc}") from None
     kv_heads = cfg.get("num_key_value_heads", heads)
     head_dim = cfg.get("head_dim") or hidden // heads
@@ -250,7 +419,13 @@ def _with_base(path: Path, raw: object, source: str, depth: int = 0) -> dict:
     base_path = path.parent / base_name
     if not base_path.exists():
         raise SpecError(source, "extends", f"{base_path} not found")
-    return _with_base(base_path, load_yaml(base_path), str(base_path), depth + 1) | raw
+    return _with_base(base_path, load_spec_yaml(base_path), str(base_path), depth + 1) | raw
+
+
+def _check_unique(names: list[str], source: str, where: str, what: str) -> None:
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            raise SpecError(source, where.format(i), f"duplicate {what} {shown(name)}")
 
 
 def load_spec(path: str | Path) -> MatrixSpec:
@@ -259,32 +434,14 @@ def load_spec(path: str | Path) -> MatrixSpec:
 
     path = Path(path)
     source = str(path)
-    raw = _with_base(path, load_yaml(path), source)
-    try:
-        spec = MatrixSpec.model_validate(raw)
-    except ValidationError as exc:
-        raise from_validation_error(source, exc) from None
+    spec = validate_spec(_with_base(path, load_spec_yaml(path), source), source)
     table_path = spec.hardware_table
     if table_path and not Path(table_path).is_absolute():
         table_path = str(path.parent / table_path)
-    table = load_hardware(table_path)
-    for i, choice in enumerate(spec.hardware):
-        if choice.name not in table:
-            raise SpecError(source, f"hardware[{i}].name",
-                            f"unknown hardware {choice.name!r}: choose from {', '.join(table)}")
-        for count in choice.counts or []:
-            if count not in table[choice.name].counts:
-                allowed = ", ".join(map(str, table[choice.name].counts))
-                raise SpecError(source, f"hardware[{i}].counts",
-                                f"{count} GPUs is not offered for {choice.name} (allowed: {allowed})")
-    names = [m.short_name for m in spec.models]
-    for i, name in enumerate(names):
-        if names.index(name) != i:
-            raise SpecError(source, f"models[{i}].name", f"duplicate model name {name!r}")
+    check_hardware(spec, load_hardware(table_path), source)
+    _check_unique([m.short_name for m in spec.models], source, "models[{}].name", "model name")
     base = Path.cwd()
     models = [_read_model_config(m, base, f"models[{i}]", source) for i, m in enumerate(spec.models)]
-    lengths = [lp.name for lp in spec.workloads.lengths]
-    for i, name in enumerate(lengths):
-        if lengths.index(name) != i:
-            raise SpecError(source, f"workloads.lengths[{i}].name", f"duplicate name {name!r}")
+    _check_unique([lp.name for lp in spec.workloads.lengths], source,
+                  "workloads.lengths[{}].name", "name")
     return spec.model_copy(update={"models": models})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,8 +12,10 @@ from bench.endpoint import Endpoint
 from bench.errors import EndpointBroken
 from bench.loadgen import WorkloadResult, run_workload
 from bench.profiles import Profile
+from bench.search import double_then_bisect
 from bench.tokens import Tokenizer
 from bench.workload import Workload
+from servecat.slo import Slo, level_holds
 
 
 def sweep(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Tokenizer,
@@ -27,10 +30,8 @@ def sweep(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Tokenizer,
 
 
 def meets(summary: dict[str, object], profile: Profile) -> bool:
-    """A config meets a profile when it has no failures and its p99 TTFT and TPOT are within the SLOs."""
-    ttft, tpot = summary.get("ttft_p99_ms"), summary.get("tpot_p99_ms")
-    return (summary.get("num_failed") == 0 and ttft is not None
-            and ttft <= profile.ttft_p99_ms and (tpot is None or tpot <= profile.tpot_p99_ms))
+    """Whether one workload's summary holds PROFILE's SLO (servecat.slo.level_holds)."""
+    return level_holds(summary, Slo.of(profile))
 
 
 @dataclass
@@ -53,7 +54,8 @@ def slo_search(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Token
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
     out = SloSearch(profile.name, None)
 
-    def probe(c: int) -> bool:
+    def probe(level: float) -> bool:
+        c = int(level)
         w = dataclasses.replace(base, load="concurrency", concurrency=c, rate=None,
                                 requests=max(base.requests, requests_per_slot * c))
         try:
@@ -66,17 +68,6 @@ def slo_search(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Token
             on_probe(c, ok, summary)
         return ok
 
-    good, bad, c = None, None, start
-    while c <= max_concurrency:
-        if not probe(c):
-            bad = c
-            break
-        good, c = c, c * 2
-    if good is None or bad is None:
-        out.best_concurrency = good
-        return out
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        good, bad = (mid, bad) if probe(mid) else (good, mid)
-    out.best_concurrency = good
+    good, _ = double_then_bisect(probe, start, max_concurrency, snap=math.floor)
+    out.best_concurrency = None if good is None else int(good)
     return out

@@ -7,6 +7,7 @@ then replaces one reference; each request reads that reference once, so it sees 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
@@ -23,10 +24,12 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from catalog.benchmark_requests import BenchmarkRequests
+from bench.request_spec import RequestError, check_model, check_request, public_reason
+from bench.spec import shown
+from catalog.benchmark_requests import BenchmarkRequest, BenchmarkRequests
 from catalog.config import CRITERIA, ConfigError, load_hardware, load_profiles
 from catalog.index import CatalogIndex, InvalidParameter, NotFound, QueryError
 from catalog.page import message_page, render_page
@@ -45,6 +48,7 @@ log = logging.getLogger("servecat.api")
 
 API_KEYS_ENV = "SERVECAT_API_KEYS"
 MAX_BODY_BYTES = 64 * 1024
+KEY_LABEL = "key-sha256:"  # requested_by: a fingerprint of the caller's key, never the key
 
 
 class BenchmarkRequestIn(BaseModel):
@@ -54,6 +58,32 @@ class BenchmarkRequestIn(BaseModel):
     model: str = Field(min_length=1, max_length=1000, description="HF id or local path")
     matrix_overrides: dict[str, Any] = Field(default_factory=dict,
                                              description="matrix spec fields to override")
+
+    @field_validator("model")
+    @classmethod
+    def _safe_model(cls, model: str) -> str:
+        try:
+            check_model(model)
+        except RequestError as exc:
+            raise ValueError(exc.message) from None
+        return model.strip()
+
+
+def key_label(key: str) -> str:
+    """A short, non-reversible label for an API key: who asked, without storing the key."""
+    return KEY_LABEL + hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+def _request_json(req: BenchmarkRequest, status: int = 200) -> Response:
+    """REQ as JSON; a `requested_by` stored before labels (a key's first characters) is hidden,
+    and a row orjson cannot encode (an integer past 64 bits) still answers."""
+    body = req.to_dict()
+    if not str(body.get("requested_by") or "").startswith(KEY_LABEL):
+        body["requested_by"] = None
+    try:
+        return _json(body, status)
+    except TypeError:
+        return Response(json.dumps(body, default=str), status, media_type="application/json")
 
 
 class CatalogHolder:
@@ -339,9 +369,10 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
         if not given:
             raise HTTPException(401, f"missing API key: send 'Authorization: Bearer KEY' or "
                                      f"'X-API-Key: KEY' with a key from {API_KEYS_ENV}", challenge)
-        if not any(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
+        # Compare against every key (no early exit), each in constant time.
+        if not sum(hmac.compare_digest(given.encode(), k.encode()) for k in keys):
             raise HTTPException(401, f"wrong API key (not one of {API_KEYS_ENV})", challenge)
-        return given[:4] + "…"
+        return key_label(given)
 
     @app.post("/v1/benchmark-requests", status_code=201,
               summary="Ask for a model to be benchmarked (API key required)",
@@ -353,19 +384,27 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
         try:
             body = BenchmarkRequestIn.model_validate_json(raw)
         except ValidationError as exc:
-            parts = [f"{'.'.join(str(x) for x in e['loc']) or 'body'}: {e['msg']}"
-                     for e in exc.errors()]
+            parts = [f"{'.'.join(str(x) for x in e['loc']) or 'body'}: "
+                     f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors()]
             return _error(422, "invalid body " + "; ".join(parts), "body")
-        created = await run_in_threadpool(requests_store.create, body.model,
-                                          body.matrix_overrides, who)
-        return _json(created.to_dict(), 201)
+        try:  # the matrix the sensor would build: schema, no server files, size cap
+            await run_in_threadpool(check_request, body.model, body.matrix_overrides)
+            created = await run_in_threadpool(requests_store.create, body.model,
+                                              body.matrix_overrides, who)
+        except RequestError as exc:
+            return _error(422, "invalid body " + public_reason(str(exc)), exc.field)
+        except ValueError as exc:
+            return _error(422, f"invalid body {exc}", "body")
+        return _request_json(created, 201)
 
-    @app.get("/v1/benchmark-requests/{request_id}", summary="A benchmark request and its status")
-    async def get_request(request_id: str) -> Response:
+    @app.get("/v1/benchmark-requests/{request_id}",
+             summary="A benchmark request and its status (API key required)")
+    async def get_request(request: Request, request_id: str) -> Response:
+        _authorize(request)
         found = await run_in_threadpool(requests_store.get, request_id)
         if found is None:
-            raise NotFound(f"benchmark request {request_id!r} not found", "request_id")
-        return _json(found.to_dict())
+            raise NotFound(f"benchmark request {shown(request_id)} not found", "request_id")
+        return _request_json(found)
 
     @app.get("/", response_class=HTMLResponse, summary="HTML page: a model's catalog and Pareto chart",
              openapi_extra=openapi_parameters(PAGE_PARAMS))

@@ -159,7 +159,17 @@ def _now() -> str:
 
 def _from_row(row: tuple) -> BenchmarkRequest:
     rid, model, overrides, status, reason, details, requested_by, created, updated = row
+    details = _loads(details)
     return BenchmarkRequest(id=rid, model=model, status=status,
-                            matrix_overrides=json.loads(overrides), reason=reason,
-                            details=json.loads(details), requested_by=requested_by,
-                            created_at=created, updated_at=updated)
+                            matrix_overrides=_loads(overrides), reason=reason,
+                            details=details if isinstance(details, dict) else {},
+                            requested_by=requested_by, created_at=created, updated_at=updated)
+
+
+def _loads(text: str) -> Any:
+    """Stored JSON, or the text itself when unreadable: one bad row must not break `list`
+    (the sensor then rejects it: its overrides are not a mapping)."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text

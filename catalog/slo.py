@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from catalog.config import Profile
+from servecat.slo import Slo, level_holds, request_meets
 
 REQUEST_COLUMNS = ("config_id", "ttft_ms", "tpot_ms", "ok")
 PERCENTILES = (0.50, 0.90, 0.95, 0.99)
@@ -42,12 +43,8 @@ class RequestOutcomes:
         )
 
     def meeting(self, profile: Profile) -> np.ndarray:
-        """Requests per summary row that succeeded within both SLOs of PROFILE.
-
-        A request with one output token has no TPOT (NaN); only its TTFT is checked.
-        """
-        meets = (self.ok & (self.ttft_ms <= profile.ttft_p99_ms)
-                 & ~(self.tpot_ms > profile.tpot_p99_ms))
+        """Requests per summary row that meet PROFILE's SLO (servecat.slo.request_meets)."""
+        meets = request_meets(self.ok, self.ttft_ms, self.tpot_ms, Slo.of(profile))
         return np.bincount(self.row, weights=meets, minlength=len(self.count))
 
 
@@ -103,7 +100,5 @@ def slo_attainment(summary: pd.DataFrame, outcomes: RequestOutcomes | None,
 
 
 def meets_slo(summary: pd.DataFrame, profile: Profile) -> np.ndarray:
-    """A config meets PROFILE when its p99 TTFT and p99 TPOT are within the SLOs (NaN TPOT passes)."""
-    ttft = summary["ttft_p99_ms"].to_numpy(float)
-    tpot = summary["tpot_p99_ms"].to_numpy(float)
-    return (ttft <= profile.ttft_p99_ms) & ~(tpot > profile.tpot_p99_ms)
+    """Per config: whether its load level holds PROFILE's SLO (servecat.slo.level_holds)."""
+    return level_holds(summary, Slo.of(profile))

@@ -6,8 +6,8 @@ from pathlib import Path
 import dagster as dg
 
 from assets.matrix import deployments
-from bench.request_spec import expand_request
-from catalog.benchmark_requests import BenchmarkRequests
+from bench.request_spec import expand_request, public_reason
+from catalog.benchmark_requests import BenchmarkRequest, BenchmarkRequests
 from pipeline.schedules import runs_job
 from resources.store import ResultStore, catalog_root, matrix_path
 
@@ -17,34 +17,60 @@ REQUEST_TAG = "servecat/benchmark_request"
 @dg.sensor(job=runs_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
 def benchmark_request_sensor(context: dg.SensorEvaluationContext, store: ResultStore):
     """Validate pending requests, expand their matrices, add partitions, request runs, and move
-    each request along: accepted -> running -> done / failed (or rejected with the reason)."""
+    each request along: accepted -> running -> done / failed (or rejected with the reason).
+    A request whose handling raises is rejected with the error, so it cannot block the queue."""
     root = catalog_root(store)
     requests = BenchmarkRequests(root)
-    run_requests, new_keys = [], []
+    run_requests = []
     for req in requests.list("pending"):
-        exp, problem = expand_request(req.id, req.model, req.matrix_overrides,
-                                      Path(root) / "requests")
-        if problem:
-            requests.set_status(req.id, "rejected", reason=problem)
-            context.log.info(f"{req.id} rejected: {problem}")
-            continue
-        store.write_parquet(matrix_path(exp.spec.name), exp.configs)
-        keys = exp.deployments
-        new_keys += keys
-        run_requests += [dg.RunRequest(partition_key=k, run_key=f"{req.id}:{k}",
-                                       tags={REQUEST_TAG: req.id}) for k in keys]
-        requests.set_status(req.id, "accepted", details={"matrix": exp.spec.name,
-                                                         "deployments": keys})
+        try:
+            run_requests += _accept(context, store, requests, req, Path(root) / "requests")
+        except Exception as exc:
+            _reject(context, requests, req, f"could not expand the request: {_describe(exc)}")
     for req in [*requests.list("accepted"), *requests.list("running")]:
-        _follow(context.instance, requests, req)
+        try:
+            _follow(context.instance, requests, req)
+        except Exception as exc:  # the next tick tries again; the other requests move on
+            context.log.warning(f"{req.id}: could not follow its runs: {exc!r}")
     known = set(context.instance.get_dynamic_partitions(deployments.name))
-    add = sorted(set(new_keys) - known)
+    add = sorted({r.partition_key for r in run_requests} - known)
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[deployments.build_add_request(add)] if add else [])
 
 
-def _follow(instance: dg.DagsterInstance, requests: BenchmarkRequests, req) -> None:
+def _accept(context: dg.SensorEvaluationContext, store: ResultStore, requests: BenchmarkRequests,
+            req: BenchmarkRequest, folder: Path) -> list[dg.RunRequest]:
+    """Expand REQ and mark it accepted with its run requests, or reject it with the reason."""
+    exp, problem = expand_request(req.id, req.model, req.matrix_overrides, folder)
+    if problem:
+        _reject(context, requests, req, problem)
+        return []
+    store.write_parquet(matrix_path(exp.spec.name), exp.configs)
+    keys = exp.deployments
+    requests.set_status(req.id, "accepted", details={"matrix": exp.spec.name, "deployments": keys})
+    return [dg.RunRequest(partition_key=k, run_key=f"{req.id}:{k}", tags={REQUEST_TAG: req.id})
+            for k in keys]
+
+
+def _describe(exc: Exception) -> str:
+    """An unexpected error as a reason the requester may read: its type and message, without
+    file names (an OSError's filename is a server path, absolute or not)."""
+    message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return public_reason(f"{type(exc).__name__}: {message}")
+
+
+def _reject(context: dg.SensorEvaluationContext, requests: BenchmarkRequests,
+            req: BenchmarkRequest, reason: str) -> None:
+    try:
+        requests.set_status(req.id, "rejected", reason=reason)
+        context.log.info(f"{req.id} rejected: {reason}")
+    except Exception as exc:  # e.g. moved on meanwhile: log it, the other requests go on
+        context.log.warning(f"{req.id}: could not reject ({reason}): {exc!r}")
+
+
+def _follow(instance: dg.DagsterInstance, requests: BenchmarkRequests,
+            req: BenchmarkRequest) -> None:
     """Move REQ to running once a run started, and to done/failed once all its runs ended."""
     runs = instance.get_runs(filters=dg.RunsFilter(tags={REQUEST_TAG: req.id}))
     expected = len(req.details.get("deployments", []))

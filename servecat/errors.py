@@ -38,6 +38,15 @@ def from_validation_error(source: str, exc) -> SpecError:
     return SpecError(source, format_loc(loc), msg)
 
 
+def unique(source: str, key: str, names) -> None:
+    """Raise a SpecError naming the first name that appears twice in SOURCE's KEY list."""
+    seen: set[str] = set()
+    for i, name in enumerate(names):
+        if name in seen:
+            raise SpecError(source, f"{key}[{i}].name", f"{name!r} appears twice")
+        seen.add(name)
+
+
 def load_yaml(path) -> object:
     """Parse a YAML file, turning a parse error into a SpecError with the line."""
     from pathlib import Path

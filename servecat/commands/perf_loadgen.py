@@ -9,7 +9,6 @@ same search is made with AIPerf when it is installed (it has its own venv: `--pe
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+
+from bench.search import double_then_bisect
 
 RATE_TOLERANCE = 0.02
 MAX_DISPATCH_LAG_MS = 5.0
@@ -32,7 +33,7 @@ def sustained(achieved: float | None, target: float, lag_p99_ms: float | None, f
 
 def search(probe: Callable[[float], dict], start: float, max_rate: float, steps: int,
            echo: Callable[[str], None]) -> tuple[float | None, list[dict]]:
-    """Double from `start` until a probe fails, then `steps` geometric bisections."""
+    """Double from `start` until a probe fails, then `steps` geometric bisections (bench.search)."""
     probes: list[dict] = []
 
     def run(rate: float) -> bool:
@@ -43,20 +44,9 @@ def search(probe: Callable[[float], dict], start: float, max_rate: float, steps:
              f"-> {'sustained' if p['sustained'] else 'not sustained'}")
         return p["sustained"]
 
-    good, bad, rate = None, None, start
-    while rate <= max_rate:
-        if not run(rate):
-            bad = rate
-            break
-        good, rate = rate, rate * 2
-    while good is None and bad > start / 16:  # not even the start: halve down
-        rate = round(bad / 2, 1)
-        good, bad = (rate, bad) if run(rate) else (None, rate)
-    if good is None or bad is None:
-        return good, probes
-    for _ in range(steps):
-        mid = round(math.sqrt(good * bad), 1)
-        good, bad = (mid, bad) if run(mid) else (good, mid)
+    # Rates span decades: bisect geometrically, to 0.1 req/s; a failing start halves down to start/16.
+    good, _ = double_then_bisect(run, start, max_rate, geometric=True,
+                                 snap=lambda r: round(r, 1), steps=steps, lowest=start / 16)
     return good, probes
 
 

@@ -254,7 +254,7 @@ def test_no_500_for_odd_input(live, model):
 # --- benchmark requests --------------------------------------------------------------------
 
 def test_benchmark_request_auth_create_get(live):
-    body = {"model": "org/new-model", "matrix_overrides": {"quantization": ["int8"]}}
+    body = {"model": "org/new-model", "matrix_overrides": {"quantizations": ["int8"]}}
     assert_error(live.client.post("/v1/benchmark-requests", json=body), 401, "missing API key",
                  "SERVECAT_API_KEYS")
     r = live.client.post("/v1/benchmark-requests", json=body, headers={"Authorization": "Bearer nope"})
@@ -264,17 +264,18 @@ def test_benchmark_request_auth_create_get(live):
                                headers={"Authorization": f"Bearer {KEY}"})
     assert created.status_code == 201, created.text
     req = created.json()
-    assert req["status"] == "pending" and req["matrix_overrides"] == {"quantization": ["int8"]}
+    assert req["status"] == "pending" and req["matrix_overrides"] == {"quantizations": ["int8"]}
     again = live.client.post("/v1/benchmark-requests", json={"model": "/local/path"},
                              headers={"X-API-Key": KEY})
     assert again.status_code == 201
-    got = live.client.get(f"/v1/benchmark-requests/{req['id']}").json()
+    got = live.client.get(f"/v1/benchmark-requests/{req['id']}", headers={"X-API-Key": KEY}).json()
     assert got == req
     # The Dagster sensor's side of the store sees it and moves it along.
     live.app.state.requests.set_status(req["id"], "rejected", reason="model not found on the Hub")
-    got = live.client.get(f"/v1/benchmark-requests/{req['id']}").json()
+    got = live.client.get(f"/v1/benchmark-requests/{req['id']}", headers={"X-API-Key": KEY}).json()
     assert got["status"] == "rejected" and got["reason"] == "model not found on the Hub"
-    assert_error(live.client.get("/v1/benchmark-requests/br-nope"), 404, "not found")
+    assert_error(live.client.get("/v1/benchmark-requests/br-nope", headers={"X-API-Key": KEY}),
+                 404, "not found")
 
 
 def test_api_keys_from_environment(serve, store, monkeypatch):

@@ -88,9 +88,12 @@ def test_without_requests_uses_percentiles(summary, hardware, profiles):
     assert ok["slo_attainment"].between(0, 1).all()
 
 
-def test_meets_slo_from_p99s(catalog_df):
+def test_meets_slo_from_p99s(catalog_df, profiles):
     ok = catalog_df[catalog_df["rank"].notna()]
-    expected = (ok["ttft_p99_ms"] <= ok["slo_ttft_p99_ms"]) & (ok["tpot_p99_ms"] <= ok["slo_tpot_p99_ms"])
+    # servecat.slo's rule: p99s within the limits and the error rate at most the profile's max.
+    max_error = ok["profile"].map({p.name: p.max_error_rate for p in profiles})
+    expected = ((ok["ttft_p99_ms"] <= ok["slo_ttft_p99_ms"]) & (ok["tpot_p99_ms"] <= ok["slo_tpot_p99_ms"])
+                & (ok["error_rate"] <= max_error))
     assert (ok["meets_slo"] == expected).all()
 
 

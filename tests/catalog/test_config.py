@@ -28,7 +28,7 @@ def test_repo_configs_load():
     ("profiles:\n  - {name: a, slo: {ttft_p99_ms: 1, tpot_p99_ms: 1}, weights: {ttft_p99_ms: 1}}\n"
      "  - {name: a, slo: {ttft_p99_ms: 1, tpot_p99_ms: 1}, weights: {ttft_p99_ms: 1}}\n",
      "profiles[1].name: 'a' appears twice"),
-    ("profiles: [\n", "not valid YAML"),
+    ("profiles: [\n", "malformed YAML"),
     ("other: 1\n", "profiles: expected a non-empty list"),
 ])
 def test_profile_errors_name_file_and_field(tmp_path, body, message):
@@ -39,14 +39,19 @@ def test_profile_errors_name_file_and_field(tmp_path, body, message):
     assert str(path) in str(err.value) and message in str(err.value)
 
 
+FULL = ("{name: x, memory_gb: 80, memory_bandwidth_gbps: 3350, peak_bf16_tflops: 989, "
+        "counts: [1], on_demand_usd_per_hour: 1, on_demand_source: s, on_demand_date: d, "
+        "spot_usd_per_hour: 1, spot_source: s, spot_date: d}")
+
+
 @pytest.mark.parametrize("body, message", [
-    ("hardware:\n  - {name: x, on_demand_usd_per_hour: -1, spot_usd_per_hour: 1}\n",
-     "hardware[0].on_demand_usd_per_hour: -1 is not a number >= 0"),
-    ("hardware:\n  - {name: x, on_demand_usd_per_hour: 1}\n",
-     "hardware[0].spot_usd_per_hour: None is not a number >= 0"),
-    ("hardware:\n  - {on_demand_usd_per_hour: 1, spot_usd_per_hour: 1}\n", "hardware[0].name"),
-    ("hardware:\n  - {name: x, on_demand_usd_per_hour: 1, spot_usd_per_hour: 1, counts: [0]}\n",
-     "hardware[0].counts"),
+    ("hardware:\n  - " + FULL.replace("on_demand_usd_per_hour: 1", "on_demand_usd_per_hour: -1"),
+     "hardware[0].on_demand_usd_per_hour: Input should be greater than or equal to 0"),
+    ("hardware:\n  - " + FULL.replace("spot_usd_per_hour: 1, ", ""),
+     "hardware[0].spot_usd_per_hour: required field is missing"),
+    ("hardware:\n  - " + FULL.replace("name: x, ", ""), "hardware[0].name"),
+    ("hardware:\n  - " + FULL.replace("counts: [1]", "counts: [0]"), "hardware[0].counts"),
+    ("hardware:\n  - " + FULL + "\n  - " + FULL, "hardware[1].name: 'x' appears twice"),
 ])
 def test_hardware_errors_name_file_and_field(tmp_path, body, message):
     path = tmp_path / "hardware.yaml"

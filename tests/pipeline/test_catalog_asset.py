@@ -64,10 +64,10 @@ def test_post_to_partitions_and_runs(bench_env, tiny_model, monkeypatch):
         keys = bench_env.instance.get_dynamic_partitions("deployments")
         assert len(keys) == 1 and [r.partition_key for r in result.run_requests] == keys
         assert result.run_requests[0].tags[REQUEST_TAG] == good_id
-        status = httpx.get(f"{api.url}/v1/benchmark-requests/{good_id}").json()
+        status = httpx.get(f"{api.url}/v1/benchmark-requests/{good_id}", headers=headers).json()
         assert status["status"] == "accepted"
-        rejected = httpx.get(f"{api.url}/v1/benchmark-requests/{bad_id}").json()
-        assert rejected["status"] == "rejected" and "does not exist" in rejected["reason"]
+        rejected = httpx.get(f"{api.url}/v1/benchmark-requests/{bad_id}", headers=headers).json()
+        assert rejected["status"] == "rejected" and "is neither" in rejected["reason"]
 
         bench_env.commands = {"openai": scripted_command({"ttft_ms": [1, 2]})}
         run = result.run_requests[0]
@@ -77,6 +77,6 @@ def test_post_to_partitions_and_runs(bench_env, tiny_model, monkeypatch):
         assert done.success
         benchmark_request_sensor(dg.build_sensor_context(
             instance=bench_env.instance, resources={"store": bench_env.store}))
-        final = httpx.get(f"{api.url}/v1/benchmark-requests/{good_id}").json()
+        final = httpx.get(f"{api.url}/v1/benchmark-requests/{good_id}", headers=headers).json()
         assert final["status"] == "done", final
     assert BenchmarkRequests(root).get(good_id).details["deployments"] == keys

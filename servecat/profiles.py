@@ -1,0 +1,102 @@
+"""Profiles (`configs/profiles.yaml`): use cases with SLOs and ranking weights — one loader.
+
+The bench layer reads a profile's SLO (what meets it is servecat.slo's rule) and the catalog
+reads its weights too; both load them here, so one file means one thing everywhere. Errors
+are SpecErrors naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from servecat.errors import SpecError, load_yaml, unique
+from servecat.slo import Slo
+
+DEFAULT_PROFILES = Path(__file__).resolve().parent.parent / "configs" / "profiles.yaml"
+
+# Criteria a profile may weight, and whether more (max) or less (min) is better.
+CRITERIA: dict[str, str] = {
+    "output_tokens_per_s_per_gpu": "max",
+    "ttft_p99_ms": "min",
+    "tpot_p99_ms": "min",
+    "cost_per_mtok_on_demand": "min",
+    "goodput_rps": "max",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A use case for ranking: hard SLOs (p99 TTFT, p99 TPOT, error rate) plus criteria weights."""
+
+    name: str
+    ttft_p99_ms: float
+    tpot_p99_ms: float
+    weights: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+    max_error_rate: float = 0.0
+
+    @property
+    def slo(self) -> Slo:
+        return Slo(self.ttft_p99_ms, self.tpot_p99_ms, self.max_error_rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_profile(entry: Any, where: str, source: str = "profile",
+                  need_weights: bool = True) -> Profile:
+    """One profile from its YAML mapping; WHERE (`profiles[2]`) and SOURCE name errors."""
+    def fail(path: str, message: str) -> SpecError:
+        return SpecError(source, path, message)
+
+    if not isinstance(entry, Mapping):
+        raise fail(where, "expected a mapping with name, slo, weights")
+    unknown = sorted(set(entry) - {"name", "description", "slo", "weights"})
+    if unknown:
+        raise fail(f"{where}.{unknown[0]}", "unknown field (known: name, description, slo, "
+                                            "weights)")
+    name = entry.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise fail(f"{where}.name", f"{name!r} is not a non-empty string")
+    try:
+        slo = Slo.from_mapping(entry.get("slo"), "slo")
+    except ValueError as exc:  # "slo.ttft_p99_ms: -1 is not ..." -> this file's field path
+        path, _, message = str(exc).partition(": ")
+        raise fail(f"{where}.{path}", message) from None
+    weights = entry.get("weights")
+    if weights is None and not need_weights:
+        weights = {}
+    elif not isinstance(weights, Mapping) or not weights:
+        raise fail(f"{where}.weights", "expected a mapping of criterion -> weight")
+    parsed: dict[str, float] = {}
+    for key, value in weights.items():
+        if key not in CRITERIA:
+            raise fail(f"{where}.weights.{key}", f"unknown criterion (known: {', '.join(CRITERIA)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value) or value < 0:
+            raise fail(f"{where}.weights.{key}", f"{value!r} is not a number >= 0")
+        parsed[key] = float(value)
+    if parsed and sum(parsed.values()) <= 0:
+        raise fail(f"{where}.weights", "all weights are 0")
+    return Profile(name=name, ttft_p99_ms=slo.ttft_p99_ms, tpot_p99_ms=slo.tpot_p99_ms,
+                   weights=parsed, description=str(entry.get("description", "")),
+                   max_error_rate=slo.max_error_rate)
+
+
+def load_profiles(path: str | Path | None = None, need_weights: bool = True) -> list[Profile]:
+    """Profiles from a YAML file with a top-level non-empty `profiles:` list, names unique."""
+    path = Path(path or DEFAULT_PROFILES)
+    if not path.is_file():
+        raise SpecError(str(path), "", "file not found")
+    doc = load_yaml(path)
+    entries = doc.get("profiles") if isinstance(doc, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise SpecError(str(path), "profiles", "expected a non-empty list")
+    profiles = [parse_profile(e, f"profiles[{i}]", str(path), need_weights)
+                for i, e in enumerate(entries)]
+    unique(str(path), "profiles", (p.name for p in profiles))
+    return profiles

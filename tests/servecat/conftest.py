@@ -1,0 +1,1 @@
+"""Tests of servecat's contracts (no fixtures needed yet)."""
