@@ -14,20 +14,17 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
 from bench.endpoint import Endpoint
 from resources.engine_commands import DEFAULT_COMMANDS
+from servecat.net import free_port, wait_healthy
 
 if TYPE_CHECKING:
     from resources.runpod import RunPodConfig
@@ -35,13 +32,6 @@ if TYPE_CHECKING:
 
 class TargetError(RuntimeError):
     """The target could not be started, did not become healthy, or died."""
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -62,13 +52,8 @@ class Target(ABC):
     def wait_healthy(self, timeout_s: float) -> None:
         """Poll `/health` until it answers 200, the process dies, or TIMEOUT_S passes."""
         url = self.health_url()
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            self.check_alive()
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url, timeout=2.0).status_code == 200:
-                    return
-            time.sleep(0.25)
+        if wait_healthy(url, timeout_s, self.check_alive):
+            return
         raise TargetError(f"{self.describe()} not healthy after {timeout_s:.0f} s at {url}"
                           f"{self.log_tail()}")
 

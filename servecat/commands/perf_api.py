@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,13 +20,9 @@ from urllib.parse import urlencode
 import click
 import numpy as np
 
+from servecat.net import free_port, wait_healthy
+
 TARGET_P95_MS = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def build_store(store: Path, rows: int, models: int, seed: int) -> dict[str, Any]:
@@ -93,18 +88,12 @@ def pareto_timing(n: int, seed: int) -> tuple[float, int]:
 
 
 def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def alive() -> None:
         if proc.poll() is not None:
             raise click.ClickException(f"the API exited with {proc.returncode} before serving")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
+
+    if wait_healthy(url + "/healthz", timeout, alive):
+        return
     raise click.ClickException(f"the API did not serve a catalog within {timeout:.0f} s")
 
 
@@ -162,7 +151,7 @@ def perf_api(rows: int, models: int, clients: int, rate_per_client: float, durat
         built = build_store(work / "store", rows, models, seed)
         queries = work / "queries.json"
         queries.write_text(json.dumps(query_mix(built["model_names"], built["profiles"], 4000, seed)))
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         api = subprocess.Popen([sys.executable, "-m", "servecat.cli", "api", "--store",
                                 str(work / "store"), "--port", str(port)])

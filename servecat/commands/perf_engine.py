@@ -24,6 +24,8 @@ from pathlib import Path
 
 import click
 
+from servecat.net import free_port, wait_healthy
+
 
 @dataclass(slots=True)
 class Req:
@@ -302,17 +304,8 @@ async def drive_http(base_url: str, model: str, reqs: list[Req]):
     return ttfts, tpots, sum(tokens), seconds
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_vllm(model: Path, dtype: str, log_path: Path,
                bind: str) -> tuple[subprocess.Popen, str]:
-    import httpx
 
     port = free_port()
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="2", VLLM_CPU_OMP_THREADS_BIND=bind,
@@ -326,16 +319,13 @@ def start_vllm(model: Path, dtype: str, log_path: Path,
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
+
+    def alive() -> None:
         if proc.poll() is not None:
             raise RuntimeError(f"vLLM exited with {proc.returncode}; see {log_path}")
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(2)
+
+    if wait_healthy(url + "/health", 300, alive, interval_s=2):
+        return proc, url
     stop_process(proc)
     raise RuntimeError(f"vLLM did not become healthy in 300 s; see {log_path}")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from bench import errors as E
@@ -12,6 +10,7 @@ from bench.errors import EndpointBroken
 from bench.loadgen import run_workload
 from bench.scripted_server import Scenario, scripted_server
 from bench.workload import Workload
+from servecat.net import free_port
 
 # request id -> fault, and the error type each must land as.
 FAULTS = {
@@ -56,14 +55,8 @@ def test_total_timeout(tokenizer_path):
     assert result.requests.column("error_type").to_pylist() == [E.TIMEOUT_TOTAL, None]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_connection_refused_stops_early(tokenizer_path):
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     w = Workload(concurrency=2, requests=200, input_tokens=8, output_tokens=4)
     with pytest.raises(EndpointBroken, match="looks broken: 11 of the first 11") as info:
         run_workload(Endpoint(url, "m"), w, tokenizer_path)
@@ -83,7 +76,7 @@ def test_errors_below_threshold_do_not_stop(tokenizer_path):
 
 
 def test_broken_during_warmup(tokenizer_path):
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     w = Workload(concurrency=4, requests=10, warmup_requests=30, input_tokens=8, output_tokens=4)
     with pytest.raises(EndpointBroken) as info:
         run_workload(Endpoint(url, "m"), w, tokenizer_path)
@@ -102,6 +95,6 @@ def test_api_key_from_environment_is_sent_not_shown(monkeypatch):
 
 def test_short_run_of_a_dead_endpoint_is_broken(tokenizer_path):
     # Fewer than 20 requests: the threshold is over all of them.
-    url = f"http://127.0.0.1:{_free_port()}/v1"
+    url = f"http://127.0.0.1:{free_port()}/v1"
     with pytest.raises(EndpointBroken, match="3 of the first 3"):
         run_workload(Endpoint(url, "m"), Workload(concurrency=1, requests=4), tokenizer_path)

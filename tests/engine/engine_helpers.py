@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from pathlib import Path
+
+from servecat.net import free_port
 
 PROMPT_TEXTS = [f"def function_{i}(x):\n    return " + "import os\n" * (i % 5) + "x" * (i % 3)
                 for i in range(16)]
@@ -33,12 +34,6 @@ def hf_greedy(model_dir: Path, prompts: list[list[int]], n: int) -> list[list[in
                              do_sample=False)
         out.append(ids[0, len(p):].tolist())
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveServer:

@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 import httpx
-from engine_helpers import free_port
+
+from servecat.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 

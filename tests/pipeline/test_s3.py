@@ -13,8 +13,8 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from resources.store import ResultStore, StoreError
-from resources.targets import free_port
 from resources.warehouse import refresh_views
+from servecat.net import free_port
 
 
 @pytest.fixture
