@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Matrix quantization words that are plain dtypes, and the torch dtype names they map to.
-DTYPES: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-DTYPE_ALIASES: dict[str, str] = {
-    "float32": "fp32", "float": "fp32", "fp32": "fp32",
-    "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16", "half": "fp16", "fp16": "fp16",
-}
-WEIGHT_QUANTIZATIONS: tuple[str, ...] = ("int8", "int4")
+from servecat.engines import DTYPE_ALIASES, WEIGHT_QUANTIZATIONS
+from servecat.engines import TORCH_DTYPES as DTYPES
+
+__all__ = ["DTYPES", "DTYPE_ALIASES", "WEIGHT_QUANTIZATIONS", "EngineConfig"]
 
 
 @dataclass(slots=True)

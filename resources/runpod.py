@@ -33,6 +33,7 @@ import httpx
 
 from bench.endpoint import Endpoint
 from resources.targets import Target, TargetError
+from servecat.engines import TORCH_DTYPES, WEIGHT_QUANTIZATIONS
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,8 @@ GPU_TYPE_IDS: dict[str, list[str]] = {
 }
 # Our quantization -> vLLM (dtype, quantization); int8/int4 need a pre-quantized checkpoint.
 VLLM_QUANT: dict[str, tuple[str, str | None]] = {
-    "fp32": ("float32", None), "bf16": ("bfloat16", None), "fp16": ("float16", None),
-    "int8": ("auto", None), "int4": ("auto", None),
+    **{word: (dtype, None) for word, dtype in TORCH_DTYPES.items()},
+    **{word: ("auto", None) for word in WEIGHT_QUANTIZATIONS},
 }
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from bench.endpoint import Endpoint
 from resources.engine_commands import DEFAULT_COMMANDS
+from servecat.engines import TORCH_DTYPES, WEIGHT_QUANTIZATIONS
 from servecat.net import free_port, wait_healthy
 
 if TYPE_CHECKING:
@@ -160,11 +161,8 @@ def _group_alive(pgid: int) -> bool:
 
 # Our quantization vocabulary -> `servecat serve` flags.
 BUILTIN_QUANT_FLAGS: dict[str, list[str]] = {
-    "fp32": ["--dtype", "float32"],
-    "bf16": ["--dtype", "bfloat16"],
-    "fp16": ["--dtype", "float16"],
-    "int8": ["--quantization", "int8"],
-    "int4": ["--quantization", "int4"],
+    **{word: ["--dtype", dtype] for word, dtype in TORCH_DTYPES.items()},
+    **{word: ["--quantization", word] for word in WEIGHT_QUANTIZATIONS},
 }
 
 
@@ -235,8 +233,7 @@ def command_target(template: str, deployment: Mapping, log_path: Path | None = N
                          health_timeout_s=health_timeout_s, extra_body={"ignore_eos": True})
 
 
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
-
+DTYPES = TORCH_DTYPES  # the name vllm_target imports
 
 class Targets:
     """Make the Target of a deployment (a matrix row), by its engine.

@@ -14,6 +14,15 @@ ENGINES: tuple[str, ...] = ("builtin", "vllm", "runpod", "openai", "tgi", "lmdep
 WEIGHT_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 1.0, "int4": 0.5}
 KV_BYTES: dict[str, float] = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "int8": 2.0, "int4": 2.0}
 
+# Quantization words that are plain dtypes -> the dtype names torch, vLLM and HF use; the
+# others (int8, int4) are weight-only quantizations over a 16-bit (GPU) or fp32 (CPU) model.
+TORCH_DTYPES: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+DTYPE_ALIASES: dict[str, str] = {
+    **{w: w for w in TORCH_DTYPES}, **{t: w for w, t in TORCH_DTYPES.items()},
+    "float": "fp32", "half": "fp16",
+}
+WEIGHT_QUANTIZATIONS: tuple[str, ...] = ("int8", "int4")
+
 _GPU_ALL = frozenset({"fp16", "bf16", "int8", "int4"})
 
 # engine -> platform ("cpu" | "cuda") -> quantizations it serves there.

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import click
 
+from servecat.engines import TORCH_DTYPES
 from servecat.net import free_port, wait_healthy
 
 
@@ -313,7 +314,7 @@ def start_vllm(model: Path, dtype: str, log_path: Path,
     from resources.vllm_target import vllm_python
 
     cmd = [str(vllm_python()), "-m", "vllm.entrypoints.openai.api_server", "--model",
-           str(model), "--dtype", {"fp32": "float32", "bf16": "bfloat16"}[dtype],
+           str(model), "--dtype", TORCH_DTYPES[dtype],
            "--port", str(port), "--host", "127.0.0.1", "--served-model-name", "m"]
     log = log_path.open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
