@@ -22,9 +22,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+# The embedded default's instance; configs/deploy/{ecs,k8s} hold production's.
+LOCAL_INSTANCE := configs/deploy/local/dagster.yaml
+
+$(DAGSTER_HOME)/dagster.yaml: $(LOCAL_INSTANCE)
 	mkdir -p $(DAGSTER_HOME)
-	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	cp $(LOCAL_INSTANCE) $(DAGSTER_HOME)/dagster.yaml
 
 demo: install vllm-env-optional $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/servecat demo configs/demo.yaml

@@ -7,12 +7,8 @@ from assets.matrix import benchmark_matrix
 from assets.runs import benchmark_runs
 from resources.store import ResultStore
 from resources.warehouse import Warehouse, refresh_views
+from servecat.results import REQUIRED_COLUMNS as REQUIRED
 
-REQUIRED = {
-    "summary": ("config_id", "deployment", "workload_id", "status", "output_tokens_per_s",
-                "ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms", "error_rate"),
-    "requests": ("config_id", "deployment", "workload_id", "ttft_ms", "e2e_ms", "tpot_ms", "ok"),
-}
 ERROR_RATE_WARN = 0.05
 
 

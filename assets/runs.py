@@ -51,8 +51,10 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
     # The server is sized for the deployment's largest workload.
     deployment = dict(configs[0], **{k: max(c[k] for c in configs)
                                      for k in ("kv_cache_gb", "input_max", "output_max")})
-    target = targets.targets().for_deployment(deployment, log_path)
     try:
+        # Inside the try: a target that cannot be made (no launch command, the host lacks the
+        # deployment's GPUs) still ends the MLflow run and removes the log.
+        target = targets.targets().for_deployment(deployment, log_path)
         with target:
             url = target.metrics_url()
             outcomes = sweep(todo, target.endpoint(), str(configs[0]["model_id"]), profiles,

@@ -1,89 +1,21 @@
-"""Result tables: one row per request (REQUEST_SCHEMA) and one row per workload (SUMMARY_SCHEMA).
-
-Metric definitions (DESIGN.md, fixed):
-- TTFT: from the request's *scheduled* send time to the first chunk carrying generated text.
-- ITL: gaps between consecutive content chunks (a chunk may carry several tokens).
-- TPOT: (E2E - TTFT) / (output tokens - 1); null with fewer than 2 output tokens.
-- E2E: scheduled send time -> last byte of the response. An open-loop request delayed by the
-  client still counts from its scheduled time (no coordinated omission); the delay is kept in
-  `client_delay_ms`.
-- Output tokens: from the server's `usage`, else counted with the model's tokenizer.
-- Throughput over the measured window (first scheduled send -> last byte; warm-up excluded).
-"""
+"""The load generator's records: one RequestRecord per request, turned into REQUEST_SCHEMA
+rows; the tables and the metric definitions live in servecat/results.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-import pyarrow as pa
-
 from bench.profiles import load_profiles
+from servecat.results import (
+    BASE_SUMMARY,
+    LATENCY_METRICS,
+    REQUEST_SCHEMA,
+    STATS,
+    summary_schema,
+)
 
-REQUEST_SCHEMA = pa.schema([
-    pa.field("request_index", pa.int64(), nullable=False),
-    pa.field("request_id", pa.string()),
-    # Seconds since the start of the measured window, all from one monotonic clock.
-    pa.field("scheduled_s", pa.float64()),  # when the request was due to be sent
-    pa.field("dispatched_s", pa.float64()),  # when the client's scheduler released it
-    pa.field("sent_s", pa.float64()),  # when the HTTP request actually started
-    pa.field("end_s", pa.float64()),  # the last byte, or when the error surfaced
-    pa.field("client_delay_ms", pa.float64()),  # sent - scheduled (scheduler lag + queueing)
-    pa.field("dispatch_lag_ms", pa.float64()),  # dispatched - scheduled (the client's own lag)
-    pa.field("ttft_ms", pa.float64()),
-    pa.field("e2e_ms", pa.float64()),
-    pa.field("tpot_ms", pa.float64()),
-    pa.field("itl_ms", pa.list_(pa.float64())),
-    pa.field("chunk_times_ms", pa.list_(pa.float64())),  # each content chunk, from scheduled
-    pa.field("num_chunks", pa.int64()),
-    pa.field("input_tokens", pa.int64()),  # the prompt, counted with the model's tokenizer
-    pa.field("input_tokens_usage", pa.int64()),  # usage.prompt_tokens when the server sent it
-    pa.field("max_tokens", pa.int64()),
-    pa.field("output_tokens_usage", pa.int64()),
-    pa.field("output_tokens_tokenizer", pa.int64()),
-    pa.field("output_tokens", pa.int64()),  # usage if present, else tokenizer
-    pa.field("finish_reason", pa.string()),
-    pa.field("http_status", pa.int64()),
-    pa.field("ok", pa.bool_(), nullable=False),
-    pa.field("error_type", pa.string()),
-    pa.field("error_message", pa.string()),
-])
-
-STATS: tuple[str, ...] = ("mean", "p50", "p90", "p95", "p99")
-LATENCY_METRICS: tuple[str, ...] = ("ttft", "itl", "tpot", "e2e")
-
-_BASE_SUMMARY: list[pa.Field] = [
-    pa.field("num_requests", pa.int64()),
-    pa.field("num_completed", pa.int64()),
-    pa.field("num_failed", pa.int64()),
-    pa.field("error_rate", pa.float64()),
-    pa.field("error_types", pa.string()),  # JSON {error_type: count}
-    pa.field("early_stopped", pa.bool_()),
-    pa.field("duration_s", pa.float64()),
-    pa.field("requests_per_s", pa.float64()),
-    pa.field("output_tokens_per_s", pa.float64()),
-    pa.field("total_tokens_per_s", pa.float64()),
-    pa.field("total_input_tokens", pa.int64()),
-    pa.field("total_output_tokens", pa.int64()),
-    pa.field("mean_input_tokens", pa.float64()),
-    pa.field("mean_output_tokens", pa.float64()),
-    *[pa.field(f"{m}_{s}_ms", pa.float64()) for m in LATENCY_METRICS for s in STATS],
-    pa.field("client_delay_mean_ms", pa.float64()),
-    pa.field("client_delay_p99_ms", pa.float64()),
-    pa.field("dispatch_lag_p99_ms", pa.float64()),
-    pa.field("dispatch_lag_max_ms", pa.float64()),
-    pa.field("target_rate", pa.float64()),  # requests/s asked for; null for a closed loop
-    pa.field("achieved_rate", pa.float64()),  # (sent - 1) / (last send - first send)
-    pa.field("max_in_flight", pa.int64()),
-]
-
-
-def summary_schema(profile_names: Iterable[str]) -> pa.Schema:
-    """The summary schema with `slo_attainment__<profile>` and `goodput_rps__<profile>` columns."""
-    per_profile = [pa.field(f"{k}__{name}", pa.float64())
-                   for name in profile_names for k in ("slo_attainment", "goodput_rps")]
-    return pa.schema([*_BASE_SUMMARY, *per_profile])
-
+__all__ = ["BASE_SUMMARY", "LATENCY_METRICS", "REQUEST_SCHEMA", "STATS", "SUMMARY_SCHEMA",
+           "RequestRecord", "summary_schema"]
 
 # With the profiles of configs/profiles.yaml (what run_workload uses when given none).
 SUMMARY_SCHEMA = summary_schema(p.name for p in load_profiles())

@@ -13,19 +13,7 @@ from catalog.cost import add_cost
 from catalog.pareto import pareto_mask_grouped
 from catalog.slo import RequestOutcomes, meets_slo, slo_attainment
 from catalog.topsis import topsis
-
-IDENTITY_COLUMNS = (
-    "config_id", "deployment", "workload_id", "matrix", "servecat_version", "model", "hardware",
-    "gpu_count", "engine", "quantization", "tensor_parallel_size", "max_num_seqs",
-    "max_num_batched_tokens", "lengths", "load", "concurrency", "rate",
-)
-LATENCY_METRICS = ("ttft", "itl", "tpot", "e2e")
-METRIC_COLUMNS = (
-    "num_requests", "num_completed", "num_failed", "error_rate", "duration_s", "requests_per_s",
-    "output_tokens_per_s", "total_tokens_per_s",
-    *(f"{m}_{s}_ms" for m in LATENCY_METRICS for s in ("mean", "p50", "p90", "p95", "p99")),
-)
-SUMMARY_COLUMNS = IDENTITY_COLUMNS + METRIC_COLUMNS
+from servecat.results import SUMMARY_COLUMNS
 
 # Pareto criteria (same for every profile): throughput per GPU ↑, p99 TTFT ↓, p99 TPOT ↓, cost ↓.
 PARETO_CRITERIA = {"output_tokens_per_s_per_gpu": True, "ttft_p99_ms": False,

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 
 from catalog.config import Profile
+from servecat.results import REQUEST_COLUMNS
 from servecat.slo import Slo, level_holds, request_meets
 
-REQUEST_COLUMNS = ("config_id", "ttft_ms", "tpot_ms", "ok")
 PERCENTILES = (0.50, 0.90, 0.95, 0.99)
 
 

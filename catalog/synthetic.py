@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from catalog.build import LATENCY_METRICS
+from servecat.results import LATENCY_METRICS
 
 HARDWARE = {"l4": 0.35, "a100-40gb": 1.0, "a100-80gb": 1.2, "h100": 2.2, "h200": 2.6, "cpu": 0.02}
 ENGINES = ("builtin", "vllm", "sglang", "tgi")

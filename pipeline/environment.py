@@ -13,6 +13,7 @@
 | SERVECAT_RUNPOD_MODE | serverless | `serverless` endpoint or `pod` |
 | SERVECAT_RUNPOD_TEMPLATE_ID / _ENDPOINT_ID | unset | use this template / reuse this endpoint |
 | SERVECAT_RUNPOD_INTERRUPTIBLE | 0 | pods: 1 for spot (interruptible) |
+| SERVECAT_FLEET | configs/deploy/local/fleet.yaml | the fleet: GPUs, quotas, placement of runs |
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from resources.store import ResultStore
 from resources.target_resource import TargetsResource
 from resources.tracking import Tracking
 from resources.warehouse import Warehouse
+from servecat.fleet import LOCAL_FLEET
 
 
 def _env(name: str, default: str = "") -> str:
@@ -57,3 +59,8 @@ def _runpod() -> RunPodConfig:
         mode=_env("SERVECAT_RUNPOD_MODE", "serverless"),
         template_id=_env("SERVECAT_RUNPOD_TEMPLATE_ID"), endpoint_id=_env("SERVECAT_RUNPOD_ENDPOINT_ID"),
         interruptible=_env("SERVECAT_RUNPOD_INTERRUPTIBLE", "0") in ("1", "true", "yes"))
+
+
+def fleet_file() -> str:
+    """The fleet file whose GPUs, quotas and placement the runs' tags follow."""
+    return _env("SERVECAT_FLEET", str(LOCAL_FLEET))

@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.matrix import DEFAULT_SPEC, deployments
+from pipeline.launch_tags import partition_run_tags
 from resources.staleness import stale_deployments
 from resources.store import ResultStore
 from resources.warehouse import Warehouse, refresh_views
@@ -17,8 +18,14 @@ from servecat import __version__
 STALE_AFTER_DAYS = float(os.environ.get("SERVECAT_STALE_AFTER_DAYS", "30"))
 
 matrix_job = dg.define_asset_job("benchmark_matrix_job", selection=["benchmark_matrix"])
-runs_job = dg.define_asset_job("benchmark_runs_job", selection=["benchmark_runs"],
-                               partitions_def=deployments)
+# Every run of this job (schedule, sensors, backfills, the UI's launchpad) carries the tags of
+# its deployment's hardware: the run queue limits runs per GPU type on them, and the ECS /
+# Kubernetes launcher places the run on those GPUs.
+runs_job = dg.define_asset_job(
+    "benchmark_runs_job", selection=["benchmark_runs"], partitions_def=deployments,
+    config=dg.PartitionedConfig(partitions_def=deployments,
+                                run_config_for_partition_key_fn=lambda _key: {},
+                                tags_for_partition_key_fn=partition_run_tags))
 
 
 @dg.schedule(job=runs_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.STOPPED)

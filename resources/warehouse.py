@@ -14,6 +14,7 @@ import dagster as dg
 import duckdb
 
 from resources.store import ResultStore
+from servecat.results import KEY_COLUMNS
 
 GLOBS = {
     "matrix": "matrix/*.parquet",
@@ -71,7 +72,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection, store: ResultStore) -> dict[st
                       f"hive_partitioning = false)")
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM {source}")
         else:
-            con.execute(f"CREATE TABLE {name} (config_id VARCHAR, deployment VARCHAR, "
-                        f"workload_id VARCHAR)")
+            columns = ", ".join(f"{c} VARCHAR" for c in KEY_COLUMNS)
+            con.execute(f"CREATE TABLE {name} ({columns})")
         counts[name] = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
     return counts

@@ -11,6 +11,7 @@ import click
 COMMANDS: dict[str, str] = {
     "models": "servecat.commands.models:models",
     "matrix": "servecat.commands.matrix:matrix",
+    "fleet": "servecat.commands.fleet:fleet",
     "serve": "servecat.commands.serve:serve",
     "loadgen": "servecat.commands.loadgen:loadgen",
     "api": "servecat.commands.api:api",

@@ -75,7 +75,7 @@ def test_dagster_cli_materializes(tmp_path):
     spec.write_text(yaml.safe_dump(SPEC))
     home = tmp_path / "home"
     home.mkdir()
-    (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text((REPO / "configs/deploy/local/dagster.yaml").read_text())
     env = dict(os.environ, DAGSTER_HOME=str(home), SERVECAT_STORE=str(tmp_path / "store"),
                SERVECAT_MATRIX=str(spec))
     proc = subprocess.run(

@@ -101,3 +101,6 @@ def test_fleet_errors_name_file_and_field(tmp_path):
     bad.write_text("name: x\nquotas: {runpod: -1}\n")
     with pytest.raises(SpecError, match=r"quotas.runpod: "):
         load_fleet(bad, TABLE)
+    bad.write_text("name: x\necs: {capacity_provider: 'gpu-{type}'}\n")
+    with pytest.raises(SpecError, match=r"ecs.capacity_provider: 'gpu-\{type\}': only \{hardware\}"):
+        load_fleet(bad, TABLE)
