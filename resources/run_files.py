@@ -15,7 +15,13 @@ STATUS_FIELDS = [pa.field("status", pa.string()), pa.field("status_reason", pa.s
 # What a target reports about itself (Target.info), kept beside every summary row.
 TARGET_FIELDS = [pa.field("target_cold_start_s", pa.float64()),
                  pa.field("target_cost_usd_per_hour", pa.float64()),
-                 pa.field("target_engine_version", pa.string())]
+                 pa.field("target_engine_version", pa.string()),
+                 # What the host measured on (servecat.host_check.provenance).
+                 pa.field("target_gpu_name", pa.string()),
+                 pa.field("target_gpu_count", pa.int64()),
+                 pa.field("target_gpu_memory_mib", pa.float64()),
+                 pa.field("target_driver_version", pa.string()),
+                 pa.field("target_cuda_version", pa.string())]
 SERVER_FIELDS = [pa.field(name, pa.float64()) for name in SERVER_COLUMNS]
 
 

@@ -25,7 +25,11 @@ from typing import TYPE_CHECKING
 from bench.endpoint import Endpoint
 from resources.engine_commands import DEFAULT_COMMANDS
 from servecat.engines import TORCH_DTYPES, WEIGHT_QUANTIZATIONS
+from servecat.host_check import HardwareMismatch, check_host, provenance
 from servecat.net import free_port, wait_healthy
+
+# The provenance facts kept as `target_*` summary columns (resources/run_files.TARGET_FIELDS).
+HOST_FACTS = ("gpu_name", "gpu_count", "gpu_memory_mib", "driver_version", "cuda_version")
 
 if TYPE_CHECKING:
     from resources.runpod import RunPodConfig
@@ -76,10 +80,13 @@ class Target(ABC):
     def log_tail(self, lines: int = 20) -> str:
         return ""
 
+    # What the host measured on (servecat.host_check.provenance), for servers started here.
+    host_facts: Mapping[str, object] = {}
+
     def info(self) -> dict[str, object]:
         """Facts about the target to keep beside every summary row of its workloads, as
         `target_*` columns (e.g. cold start seconds, the provider's reported $/hour)."""
-        return {}
+        return dict(self.host_facts)
 
     def describe(self) -> str:
         return type(self).__name__
@@ -250,7 +257,26 @@ class Targets:
         self.runpod = runpod
 
     def for_deployment(self, deployment: Mapping, log_path: Path | None = None) -> Target:
+        """The deployment's target; a server started on this host is checked first to have
+        the deployment's GPUs (type and count), else TargetError names both."""
         engine = str(deployment["engine"])
+        local = bool(self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)) \
+            or engine in ("builtin", "vllm")
+        facts: dict[str, object] = {}
+        if local:
+            hardware, count = str(deployment["hardware"]), int(deployment["gpu_count"])
+            try:
+                host = check_host(hardware, count)
+            except HardwareMismatch as exc:
+                raise TargetError(f"this host cannot run {deployment.get('deployment', engine)}"
+                                  f": {exc}") from None
+            facts = {k: v for k, v in provenance(host, hardware, count).items()
+                     if k in HOST_FACTS}
+        target = self._target(deployment, engine, log_path)
+        target.host_facts = facts
+        return target
+
+    def _target(self, deployment: Mapping, engine: str, log_path: Path | None) -> Target:
         command = self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)
         if command:
             return command_target(command, deployment, log_path, self.health_timeout_s)

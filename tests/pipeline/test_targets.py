@@ -12,6 +12,7 @@ from resources.targets import ExistingTarget, TargetError, Targets, command_targ
 from tests.pipeline.support import scripted_command
 
 ROW = {"engine": "tgi", "model": "m", "model_id": "org/m", "quantization": "bf16",
+       "hardware": "cpu", "gpu_count": 1,
        "max_num_seqs": 64, "max_num_batched_tokens": float("nan"), "tensor_parallel_size": 2}
 
 
@@ -26,6 +27,23 @@ def test_templates_render_every_flag():
         command_target("serve --x {nope}", ROW)
     empty = command_target("serve {quantization_flag} --port {port}", ROW | {"quantization_flag": ""})
     assert empty.argv == ["serve", "--port", str(empty.port)]
+
+
+def test_a_host_without_the_deployments_gpus_fails_before_starting(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # this CPU host: no nvidia-smi at all
+    for engine in ("builtin", "vllm", "tgi"):
+        row = ROW | {"engine": engine, "hardware": "h100", "gpu_count": 2,
+                     "deployment": f"m-h100x2-{engine}"}
+        with pytest.raises(TargetError) as err:
+            Targets().for_deployment(row)
+        assert f"this host cannot run m-h100x2-{engine}" in str(err.value)
+        assert "h100x2" in str(err.value) and "found no NVIDIA GPU" in str(err.value)
+    # The CPU host runs `cpu` deployments; remote engines are not checked against this host.
+    assert Targets().for_deployment(ROW).info() == {
+        "gpu_name": None, "gpu_count": 0, "gpu_memory_mib": None, "driver_version": None,
+        "cuda_version": None}
+    remote = Targets(openai_base_url="http://127.0.0.1:9/v1")
+    assert remote.for_deployment(ROW | {"engine": "openai", "hardware": "h100"}).info() == {}
 
 
 def test_managed_server_starts_serves_and_is_gone_after(tiny_model):
