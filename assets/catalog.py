@@ -1,4 +1,5 @@
-"""`model_catalog`: ranked configs per profile, written as an immutable snapshot for the API."""
+"""`model_catalog`: deployments ranked at their operating points per model × length profile ×
+profile, with the per-config rows underneath, written as one immutable snapshot for the API."""
 # No `from __future__ import annotations` here: Dagster resolves config/resource types at runtime.
 
 import base64
@@ -9,7 +10,14 @@ import pandas as pd
 
 from assets.results import benchmark_results
 from catalog.build import build_catalog
-from catalog.report import check_complete, check_ranks, check_scores, top_markdown
+from catalog.recommend import build_deployments
+from catalog.report import (
+    check_complete,
+    check_ranks,
+    check_scores,
+    deployments_markdown,
+    top_markdown,
+)
 from catalog.snapshots import load_latest, write_snapshot
 from resources.store import ResultStore, catalog_root
 from resources.warehouse import Warehouse
@@ -32,17 +40,22 @@ def read_results(store: ResultStore, warehouse: Warehouse) -> tuple[pd.DataFrame
 @dg.asset(deps=[benchmark_results], group_name="catalog", kinds={"parquet"},
           automation_condition=dg.AutomationCondition.eager())
 def model_catalog(store: ResultStore, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Cost, SLO attainment, goodput, Pareto flag and TOPSIS rank of every config per profile."""
+    """Per deployment × length profile × profile: capacity, operating point, cost, Pareto flag,
+    TOPSIS rank and P(#1); and every config's metrics per profile underneath."""
     summary, requests = read_results(store, warehouse)
     if summary.empty or "status" not in summary:
         raise dg.Failure(description="benchmark_results has no summaries yet: run "
                                      "benchmark_runs partitions first")
     catalog = build_catalog(summary, requests, HARDWARE, PROFILES)
-    path = write_snapshot(catalog, catalog_root(store))
+    deployments = build_deployments(summary, requests, HARDWARE, PROFILES)
+    path = write_snapshot(catalog, catalog_root(store), tables=deployments.tables())
+    ranked = deployments.deployments
     return dg.MaterializeResult(metadata={
         "snapshot": dg.MetadataValue.path(path),
         "rows": len(catalog), "configs": int(summary["config_id"].nunique()),
         "ranked": int(catalog["rank"].notna().sum()),
+        "deployment_rows": len(ranked), "ranked_deployment_rows": int(ranked["rank"].notna().sum()),
+        "top_deployments": dg.MetadataValue.md(deployments_markdown(ranked, 5)),
         "top_5": dg.MetadataValue.md(top_markdown(catalog, 5)),
         "pareto_chart": dg.MetadataValue.md(_pareto_png_markdown(catalog)),
     })

@@ -30,18 +30,19 @@ from starlette.concurrency import run_in_threadpool
 from bench.request_spec import RequestError, check_model, check_request, public_reason
 from bench.spec import shown
 from catalog.benchmark_requests import BenchmarkRequest, BenchmarkRequests
-from catalog.config import CRITERIA, ConfigError, load_hardware, load_profiles
-from catalog.index import CatalogIndex, InvalidParameter, NotFound, QueryError
+from catalog.config import ConfigError, load_hardware, load_profiles
+from catalog.errors import NotFound, QueryError
+from catalog.index import CatalogIndex
 from catalog.page import message_page, render_page
 from catalog.params import (
     CATALOG_PARAMS,
     PAGE_PARAMS,
     PARETO_PARAMS,
-    RECOMMEND_PARAMS,
     Param,
     openapi_parameters,
     parse_query,
 )
+from catalog.recommend_api import mount as mount_recommend
 from catalog.snapshots import HOW_TO_BUILD, load_snapshot, read_pointer
 
 log = logging.getLogger("servecat.api")
@@ -211,30 +212,6 @@ async def _send_error(send: Callable, status: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _parse_weights(text: str | None) -> dict[str, float] | None:
-    """`criterion:weight,...` -> dict; 422 naming `weights` on anything else."""
-    if text is None:
-        return None
-    weights: dict[str, float] = {}
-    for part in text.split(","):
-        name, sep, value = part.partition(":")
-        name = name.strip()
-        if not sep or name not in CRITERIA:
-            raise InvalidParameter(f"weights: {part!r} is not criterion:weight with a criterion "
-                                   f"from {', '.join(CRITERIA)}", "weights")
-        try:
-            w = float(value)
-        except ValueError:
-            w = -1.0
-        if not (0 <= w < float("inf")):
-            raise InvalidParameter(f"weights: {name} weight {value!r} is not a number >= 0",
-                                   "weights")
-        weights[name] = w
-    if sum(weights.values()) <= 0:
-        raise InvalidParameter("weights: at least one weight must be > 0", "weights")
-    return weights
-
-
 def _check_params(request: Request, allowed: set[str]) -> None:
     parse_query(request.query_params, tuple(Param(name) for name in sorted(allowed)))
 
@@ -338,17 +315,7 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
         index = holder.require()
         return _json(index.catalog(**args), snapshot=index.snapshot_id)
 
-    @app.get("/v1/recommend", summary="TOPSIS-ranked configs meeting constraints, with slack",
-             description="Ranked configs of a model for a profile that satisfy every given "
-                         "constraint; configs meeting the profile's SLOs come first. Each item "
-                         "has its score and the slack on every constraint and SLO (positive: "
-                         "room to spare). `weights` re-scores with TOPSIS under custom weights.",
-             openapi_extra=openapi_parameters(RECOMMEND_PARAMS))
-    async def recommend(request: Request) -> Response:
-        args = parse_query(request.query_params, RECOMMEND_PARAMS)
-        index = holder.require()
-        args["weights"] = _parse_weights(args["weights"])
-        return _json(index.recommend(**args), snapshot=index.snapshot_id)
+    mount_recommend(app, holder)  # /v1/recommend and /v1/curves: deployments, not configs
 
     @app.get("/v1/pareto", summary="The Pareto front of a model (throughput/GPU, p99s, cost)",
              openapi_extra=openapi_parameters(PARETO_PARAMS))

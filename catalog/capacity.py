@@ -185,9 +185,15 @@ def _capacity(levels: pd.DataFrame, slo: Slo, gpus: int, on_demand: float,
               spot: float) -> Capacity:
     kind, levels = prepare(levels)
     x = pd.to_numeric(levels[kind], errors="coerce").to_numpy(float, na_value=np.nan)
-    values = slo_values(levels)
-    q = quantities(levels, kind)
-    n = len(levels)
+    return capacity_of(kind, x, slo_values(levels), quantities(levels, kind), slo, gpus,
+                       on_demand, spot)
+
+
+def capacity_of(kind: str, x: np.ndarray, values: np.ndarray, q: np.ndarray, slo: Slo,
+                gpus: int, on_demand: float, spot: float) -> Capacity:
+    """capacity() on prepared arrays: load-sorted levels X, their (L, 3) SLO values and (L, 4)
+    QUANTITIES; ON_DEMAND and SPOT are the deployment's $/hour (all its GPUs)."""
+    n = len(x)
     if n == 0:
         return _empty(kind, "no measured load levels", gpus, on_demand, spot)
     c = crossing(values[None], slo)

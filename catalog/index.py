@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from catalog.config import CRITERIA
+from catalog.errors import InvalidParameter, NotFound, StaleCursor, names_list
+from catalog.recommend_query import DeploymentIndex
 from catalog.snapshots import Snapshot
 from catalog.topsis import PreparedTopsis
 
@@ -35,35 +37,6 @@ RECOMMEND_FIELDS = (
     "cost_per_mtok_spot", "tokens_per_usd", "slo_attainment", "goodput_rps", "meets_slo",
     "pareto", "topsis_score", "rank_note",
 )
-MAX_NAMES = 50
-
-
-class QueryError(Exception):
-    """A query the catalog cannot answer; STATUS is the HTTP status it maps to."""
-
-    status = 400
-
-    def __init__(self, message: str, param: str | None = None):
-        super().__init__(message)
-        self.message, self.param = message, param
-
-
-class NotFound(QueryError):
-    status = 404
-
-
-class InvalidParameter(QueryError):
-    status = 422
-
-
-class StaleCursor(QueryError):
-    status = 410
-
-
-def names_list(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:MAX_NAMES])
-    more = len(names) - MAX_NAMES
-    return shown + (f", ... and {more} more" if more > 0 else "")
 
 
 @dataclass(slots=True)
@@ -134,6 +107,11 @@ class CatalogIndex:
         self._fields: dict[tuple[str, ...] | None, tuple] = {}
         self._lock = threading.Lock()
         self.model_summary = self._model_summary()
+        # Snapshots built before deployments were ranked have no deployment table: None here,
+        # and the endpoints that need it answer 503 saying how to rebuild.
+        self.deployments = (DeploymentIndex(snapshot.tables["deployments"],
+                                            snapshot.tables.get("levels"), self.profiles)
+                            if "deployments" in snapshot.tables else None)
 
     # --- columns ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from catalog.index import InvalidParameter
+from catalog.errors import InvalidParameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,14 +92,23 @@ CATALOG_PARAMS = (
 RECOMMEND_PARAMS = (
     Param("model", required=True, description="model id, exactly as in /v1/models"),
     Param("profile", required=True, description="profile name, as in /v1/profiles"),
-    Param("max_ttft_p99_ms", "float", gt=0),
-    Param("max_tpot_p99_ms", "float", gt=0),
-    Param("max_cost_per_mtok", "float", gt=0, description="USD per 1M output tokens, on-demand"),
-    Param("min_throughput", "float", ge=0, description="output tokens/s of the deployment"),
+    Param("lengths", description="length profile of your traffic (e.g. chat); or give "
+                                 "input_tokens and output_tokens instead"),
+    Param("input_tokens", "float", gt=0, description="mean prompt tokens of your traffic: the "
+                                                     "nearest measured length profile answers"),
+    Param("output_tokens", "float", gt=0, description="mean output tokens of your traffic"),
+    Param("demand_rps", "float", gt=0, description="your traffic in requests/s: sizes replicas, "
+                                                   "GPUs and $/hour per deployment"),
     Param("hardware", description="hardware type (h100) or name (h100x2)"),
-    Param("top", "int", default=10, ge=1, le=100),
-    Param("weights", description="custom TOPSIS weights, e.g. "
-                                 "output_tokens_per_s_per_gpu:0.5,cost_per_mtok_on_demand:0.5"),
+    Param("engine"),
+    Param("quantization"),
+    Param("max_gpus", "int", ge=1, description="GPUs in all (replicas × GPUs per replica)"),
+    Param("max_usd_per_hour", "float", gt=0, description="on-demand $/hour in all"),
+    Param("limit", "int", default=50, ge=1, le=1000),
+)
+CURVES_PARAMS = (
+    Param("deployment", required=True, description="deployment key, as in /v1/recommend"),
+    Param("lengths", description="one length profile (default: every one measured)"),
 )
 PARETO_PARAMS = (
     Param("model", required=True, description="model id, exactly as in /v1/models"),

@@ -28,6 +28,41 @@ def top_markdown(catalog: pd.DataFrame, n: int = 5) -> str:
     return "\n".join(lines)
 
 
+DEPLOYMENT_TOP_COLUMNS = {  # column -> header
+    "rank": "rank", "deployment": "deployment", "hardware": "hardware", "gpu_count": "GPUs",
+    "engine": "engine", "quantization": "quant", "capacity_rps": "capacity req/s",
+    "capacity_rps_lo": "lo", "capacity_rps_hi": "hi", "output_tokens_per_s_per_gpu": "tok/s/GPU",
+    "ttft_p99_ms": "p99 TTFT ms", "tpot_p99_ms": "p99 TPOT ms",
+    "cost_per_mtok_on_demand": "$/1M tok", "p_first": "P(#1)", "p_top3": "P(top 3)",
+}
+
+
+def deployments_markdown(deployments: pd.DataFrame, n: int = 5, groups: int = 24) -> str:
+    """Per model × length profile × profile (the first GROUPS of them), the top N deployments at
+    their operating points."""
+    ranked = deployments[deployments["rank"].notna() & (deployments["rank"] <= n)]
+    if ranked.empty:
+        return "no deployment has capacity under any profile"
+    ranked = ranked.sort_values(["model", "lengths", "profile", "rank"])
+    cols = [c for c in DEPLOYMENT_TOP_COLUMNS if c in ranked]
+    parts = []
+    grouped = list(ranked.groupby(["model", "lengths", "profile"], sort=False))
+    for (model, lengths, profile), g in grouped[:groups]:
+        table = g[cols].copy()
+        for col in table.columns:  # a few columns per table
+            if pd.api.types.is_float_dtype(table[col]):
+                table[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+        lines = [f"**{model} · {lengths} · {profile}**", "",
+                 "| " + " | ".join(DEPLOYMENT_TOP_COLUMNS[c] for c in cols) + " |",
+                 "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(map(str, row)) + " |"
+                  for row in table.astype(str).itertuples(index=False)]
+        parts.append("\n".join(lines))
+    if len(grouped) > groups:  # UI metadata stays readable; the API has every group
+        parts.append(f"... and {len(grouped) - groups} more (GET /v1/recommend)")
+    return "\n\n".join(parts)
+
+
 def pareto_vega_lite(catalog: pd.DataFrame, model: str, profile: str,
                      max_points: int = 2000) -> dict[str, Any]:
     """A Vega-Lite spec (data inline): throughput per GPU vs p99 TTFT, the Pareto front highlighted."""

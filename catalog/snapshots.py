@@ -1,10 +1,14 @@
 """Immutable catalog snapshots under a store root, and a pointer to the newest one.
 
-    catalog/snapshots/<id>.parquet   one per write, never modified
-    catalog/model_catalog.parquet    a copy of the newest (what DESIGN.md's layout names)
-    catalog/LATEST.json              {"snapshot": id, "key": ..., "created_at": ..., "rows": n}
+    catalog/snapshots/<id>.parquet          one per write, never modified: the per-config rows
+    catalog/snapshots/<id>.<table>.parquet  its side tables (deployments, levels), same id
+    catalog/model_catalog.parquet           a copy of the newest (what DESIGN.md's layout names)
+    catalog/model_catalog.<table>.parquet   copies of the newest side tables
+    catalog/LATEST.json                     {"snapshot": id, "key": ..., "tables": {...}, ...}
 
-The pointer is replaced last and atomically, so a reader following it always finds a complete file.
+Side tables are written before the file that names them, and the pointer is replaced last and
+atomically, so a reader following it always finds a complete snapshot. A snapshot written before
+side tables existed loads with none (`Snapshot.tables` empty).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +35,7 @@ META_KEY = b"servecat"
 
 HOW_TO_BUILD = ("build one: materialize the `model_catalog` Dagster asset (`make demo` does), "
                 "or call catalog.snapshots.write_snapshot(catalog.build_catalog(...), STORE)")
+REBUILD = ("rebuild it: `dagster asset materialize --select model_catalog` (or `make demo`)")
 
 
 class NoCatalogError(FileNotFoundError):
@@ -38,13 +44,15 @@ class NoCatalogError(FileNotFoundError):
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """One loaded snapshot: its id, the catalog rows, and the profiles and hardware it was built with."""
+    """One loaded snapshot: its id, the catalog rows, its side tables by name, and the profiles
+    and hardware it was built with."""
 
     id: str
     created_at: str
     frame: pd.DataFrame
     profiles: list[dict[str, Any]] = field(default_factory=list)
     hardware: list[dict[str, Any]] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def new_snapshot_id() -> str:
@@ -62,23 +70,40 @@ def to_parquet_bytes(df: pd.DataFrame, meta: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def write_snapshot(df: pd.DataFrame, root: str | Path) -> str:
-    """Write DF as a new immutable snapshot, refresh model_catalog.parquet, then move the pointer.
+def write_snapshot(df: pd.DataFrame, root: str | Path,
+                   tables: Mapping[str, pd.DataFrame] | None = None) -> str:
+    """Write DF (and TABLES beside it) as a new immutable snapshot, refresh the model_catalog
+    copies, then move the pointer. Returns the snapshot's path.
 
     Profiles and hardware in df.attrs (set by build_catalog) travel in the file's metadata.
-    Returns the snapshot's path.
     """
+    tables = dict(tables or {})
+    for name in tables:
+        if not name.isidentifier():
+            raise ValueError(f"snapshot table name {name!r} is not an identifier")
     snapshot_id = new_snapshot_id()
     created_at = datetime.now(UTC).isoformat()
-    meta = {"snapshot": snapshot_id, "created_at": created_at, "rows": len(df),
-            "profiles": df.attrs.get("profiles", []), "hardware": df.attrs.get("hardware", [])}
-    data = to_parquet_bytes(df, meta)
     key = f"{SNAPSHOT_DIR}/{snapshot_id}.parquet"
+    side = {name: table_key(key, name) for name in tables}
+    for name, table in tables.items():  # before the file that names them
+        data = to_parquet_bytes(table, {"snapshot": snapshot_id, "table": name})
+        store.write_atomic(root, side[name], data)
+        store.write_atomic(root, table_key(CATALOG_KEY, name), data)
+    meta = {"snapshot": snapshot_id, "created_at": created_at, "rows": len(df),
+            "profiles": df.attrs.get("profiles", []), "hardware": df.attrs.get("hardware", []),
+            "tables": sorted(tables)}
+    data = to_parquet_bytes(df, meta)
     path = store.write_atomic(root, key, data)
     store.write_atomic(root, CATALOG_KEY, data)
-    pointer = {"snapshot": snapshot_id, "key": key, "created_at": created_at, "rows": len(df)}
+    pointer = {"snapshot": snapshot_id, "key": key, "created_at": created_at, "rows": len(df),
+               "tables": side}
     store.write_atomic(root, POINTER_KEY, json.dumps(pointer).encode())
     return path
+
+
+def table_key(key: str, name: str) -> str:
+    """Where side table NAME of the snapshot file at KEY lives: `<stem>.<name>.parquet`."""
+    return f"{key.removesuffix('.parquet')}.{name}.parquet"
 
 
 def read_pointer(root: str | Path) -> dict[str, Any] | None:
@@ -96,12 +121,14 @@ def latest_id(root: str | Path) -> str | None:
 
 
 def load_snapshot(root: str | Path, key: str) -> Snapshot:
-    """Load the snapshot stored at KEY under ROOT."""
+    """Load the snapshot stored at KEY under ROOT, with the side tables its metadata names."""
     table = pq.read_table(io.BytesIO(store.read_bytes(root, key)))
     meta = json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+    tables = {name: pq.read_table(io.BytesIO(store.read_bytes(root, table_key(key, name))))
+              .to_pandas() for name in meta.get("tables", [])}
     return Snapshot(id=meta.get("snapshot", Path(key).stem), created_at=meta.get("created_at", ""),
                     frame=table.to_pandas(), profiles=meta.get("profiles", []),
-                    hardware=meta.get("hardware", []))
+                    hardware=meta.get("hardware", []), tables=tables)
 
 
 def load_latest(root: str | Path) -> Snapshot:

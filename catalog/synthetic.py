@@ -89,3 +89,84 @@ def synthetic_requests(summary: pd.DataFrame, per_config: int = 40, seed: int = 
     return pd.DataFrame({"config_id": summary["config_id"].to_numpy()[rows],
                          "ttft_ms": np.where(ok, ttft, np.nan), "tpot_ms": np.where(ok, tpot, np.nan),
                          "ok": ok})
+
+
+SWEEP_DEPLOYMENTS = (
+    {"hardware": "h100", "gpu_count": 1, "engine": "vllm", "quantization": "bf16", "speed": 2.2},
+    {"hardware": "a100-80gb", "gpu_count": 1, "engine": "vllm", "quantization": "bf16", "speed": 1.2},
+    {"hardware": "l4", "gpu_count": 2, "engine": "sglang", "quantization": "int8", "speed": 0.8},
+    {"hardware": "h100", "gpu_count": 2, "engine": "builtin", "quantization": "fp16", "speed": 3.5},
+)
+
+
+def synthetic_sweep(deployments: tuple[dict, ...] = SWEEP_DEPLOYMENTS, model: str = "org/model-a",
+                    lengths: tuple[str, ...] = ("128:128", "512:256"),
+                    concurrency: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64),
+                    rates: tuple[float, ...] = (), requests: int = 200,
+                    seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(summary, requests) of deployments that each sweep every length profile × load level.
+
+    Each deployment dict gives hardware, gpu_count, engine, quantization and `speed`; a `name`
+    sets its key. Latency rises with load, so capacities are bracketed; the summary's
+    percentiles are computed from its own requests.
+    """
+    rng = np.random.default_rng(seed)
+    levels = [("concurrency", float(c)) for c in concurrency] + [("rate", float(r)) for r in rates]
+    summaries, tables = [], []
+    for d in deployments:  # a handful of deployments × lengths × levels
+        name = d.get("name") or f"{model.split('/')[-1]}-{d['hardware']}x{d['gpu_count']}-" \
+                                f"{d['engine']}-{d['quantization']}"
+        for lengths_name in lengths:
+            n_in, n_out = (int(x) for x in lengths_name.split(":"))
+            for load, x in levels:
+                row, table = _sweep_level(rng, d, model, name, lengths_name, n_in, n_out,
+                                          load, x, requests)
+                summaries.append(row)
+                tables.append(table)
+    return pd.DataFrame(summaries), pd.concat(tables, ignore_index=True)
+
+
+def _sweep_level(rng: np.random.Generator, d: dict, model: str, name: str, lengths: str,
+                 n_in: int, n_out: int, load: str, x: float,
+                 n: int) -> tuple[dict, pd.DataFrame]:
+    peak = 900.0 * d["speed"] * d["gpu_count"] ** 0.8   # output tokens/s at saturation
+    knee = 8.0
+    if load == "rate":  # open loop: in-flight from a queue that fills as λ nears the peak
+        busy = min(x * n_out / peak, 0.99)
+        conc = busy / (1 - busy) * knee
+    else:
+        conc = x
+    tpot50 = 1000.0 * (conc + knee) / peak
+    ttft50 = (5 + n_in / (20 * d["speed"])) * (1 + conc / 8)
+    ttft = ttft50 * rng.lognormal(0, 0.3, n)
+    tpot = tpot50 * rng.lognormal(0, 0.15, n)
+    ok = rng.random(n) >= d.get("error_rate", 0.0)
+    ttft, tpot = np.where(ok, ttft, np.nan), np.where(ok, tpot, np.nan)
+    e2e = ttft + tpot * (n_out - 1)
+    rps = conc / (np.nanmean(e2e) / 1000.0) if load == "concurrency" else x
+    duration = n / rps
+    row = {
+        "config_id": f"{name}|{lengths}|{load}={x:g}", "deployment": name,
+        "workload_id": f"{lengths}-{load}-{x:g}", "matrix": "synthetic-sweep",
+        "servecat_version": "0.1.0", "model": model, "hardware": d["hardware"],
+        "gpu_count": d["gpu_count"], "engine": d["engine"], "quantization": d["quantization"],
+        "tensor_parallel_size": d["gpu_count"], "max_num_seqs": 256,
+        "max_num_batched_tokens": 8192, "engine_args": '{"max_num_seqs": 256}',
+        "lengths": lengths, "load": load, "concurrency": x if load == "concurrency" else np.nan,
+        "rate": x if load == "rate" else np.nan, "num_requests": n,
+        "num_completed": int(ok.sum()), "num_failed": int((~ok).sum()),
+        "error_rate": float((~ok).mean()), "duration_s": duration,
+        "requests_per_s": ok.sum() / duration, "output_tokens_per_s": ok.sum() * n_out / duration,
+        "total_tokens_per_s": ok.sum() * (n_in + n_out) / duration,
+        "mean_input_tokens": float(n_in), "mean_output_tokens": float(n_out), "status": "ok",
+        "skip_reason": None,
+    }
+    values = {"ttft": ttft, "itl": tpot, "tpot": tpot, "e2e": e2e}
+    for metric in LATENCY_METRICS:
+        v = values[metric][ok]
+        row[f"{metric}_mean_ms"] = float(v.mean()) if len(v) else np.nan
+        for q in (50, 90, 95, 99):
+            row[f"{metric}_p{q}_ms"] = float(np.percentile(v, q)) if len(v) else np.nan
+    table = pd.DataFrame({"config_id": row["config_id"], "ttft_ms": ttft, "tpot_ms": tpot,
+                          "ok": ok})
+    return row, table

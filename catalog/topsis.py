@@ -82,3 +82,24 @@ class PreparedTopsis:
         total = d_best + d_worst
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(total > 0, d_worst / total, 1.0)
+
+
+def topsis_batch(criteria: np.ndarray, maximize: Sequence[bool],
+                 weights: Sequence[float]) -> np.ndarray:
+    """TOPSIS scores of B draws at once: (B, D, K) criteria -> (B, D), each draw on its own.
+
+    Rows with a NaN criterion in a draw are left out of that draw's norms and poles and score NaN;
+    the scores of the others equal topsis() on the remaining rows.
+    """
+    inv = _inverted(criteria, maximize)
+    inv = np.where(np.isfinite(inv).all(axis=-1, keepdims=True), inv, np.nan)
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a draw where no row is usable
+        norm = np.sqrt(np.nansum(inv ** 2, axis=1, keepdims=True))
+        r = np.where(norm > 0, inv / norm, 0.0)
+        r = np.where(np.isnan(inv), np.nan, r)
+        w2 = np.asarray(weights, dtype=float) ** 2
+        d_best = np.sqrt(((r - np.nanmax(r, axis=1, keepdims=True)) ** 2) @ w2)
+        d_worst = np.sqrt(((r - np.nanmin(r, axis=1, keepdims=True)) ** 2) @ w2)
+        total = d_best + d_worst
+        return np.where(np.isnan(total), np.nan, np.where(total > 0, d_worst / total, 1.0))

@@ -26,6 +26,9 @@ CRITERIA: dict[str, str] = {
     "cost_per_mtok_on_demand": "min",
     "goodput_rps": "max",
 }
+# What a deployment is ranked on at its operating point (catalog/recommend.py): the criteria
+# above plus its capacity. Profiles may weight any of these; per-config rows ignore capacity_rps.
+DEPLOYMENT_CRITERIA: dict[str, str] = {**CRITERIA, "capacity_rps": "max"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,8 +77,9 @@ def parse_profile(entry: Any, where: str, source: str = "profile",
         raise fail(f"{where}.weights", "expected a mapping of criterion -> weight")
     parsed: dict[str, float] = {}
     for key, value in weights.items():
-        if key not in CRITERIA:
-            raise fail(f"{where}.weights.{key}", f"unknown criterion (known: {', '.join(CRITERIA)})")
+        if key not in DEPLOYMENT_CRITERIA:
+            raise fail(f"{where}.weights.{key}",
+                       f"unknown criterion (known: {', '.join(DEPLOYMENT_CRITERIA)})")
         if isinstance(value, bool) or not isinstance(value, int | float) \
                 or not math.isfinite(value) or value < 0:
             raise fail(f"{where}.weights.{key}", f"{value!r} is not a number >= 0")

@@ -28,23 +28,30 @@ TARGET_P95_MS = 10.0
 def build_store(store: Path, rows: int, models: int, seed: int) -> dict[str, Any]:
     """Synthetic summary -> build_catalog -> snapshot under STORE; returns what was built."""
     from catalog import build_catalog, load_hardware, load_profiles
+    from catalog.recommend import build_deployments
     from catalog.snapshots import write_snapshot
-    from catalog.synthetic import synthetic_summary
+    from catalog.synthetic import LENGTHS, synthetic_summary
 
-    profiles = load_profiles()
+    profiles, hardware = load_profiles(), load_hardware()
     t0 = time.perf_counter()
     summary = synthetic_summary(max(rows // len(profiles), 1), models=models, seed=seed)
-    df = build_catalog(summary, None, load_hardware(), profiles)
+    df = build_catalog(summary, None, hardware, profiles)
+    deployments = build_deployments(summary, None, hardware, profiles)
     built = time.perf_counter() - t0
-    write_snapshot(df, store)
+    write_snapshot(df, store, tables=deployments.tables())
     return {"rows": len(df), "configs": len(summary), "models": models, "build_s": built,
-            "model_names": sorted(df["model"].unique()), "profiles": [p.name for p in profiles]}
+            "model_names": sorted(df["model"].unique()), "profiles": [p.name for p in profiles],
+            "lengths": list(LENGTHS)}
 
 
-def query_mix(model_names: list[str], profiles: list[str], n: int, seed: int) -> list[str]:
-    """N request paths: half /v1/recommend (constraints, hardware, custom weights mixed in),
-    half /v1/catalog (filters, sorts, limit 20)."""
+def query_mix(model_names: list[str], profiles: list[str], n: int, seed: int,
+              lengths: list[str] | None = None) -> list[str]:
+    """N request paths: half /v1/recommend (a length profile, a demand, hardware and budget
+    filters mixed in), half /v1/catalog (filters, sorts, limit 20)."""
+    from catalog.synthetic import LENGTHS
+
     rng = np.random.default_rng(seed)
+    lengths = lengths or list(LENGTHS)
     hardware = ["h100", "a100-80gb", "l4", "h200"]
     sorts = ["rank", "-output_tokens_per_s_per_gpu", "cost_per_mtok_on_demand", "ttft_p99_ms"]
     paths = []
@@ -52,15 +59,13 @@ def query_mix(model_names: list[str], profiles: list[str], n: int, seed: int) ->
         model = model_names[rng.integers(len(model_names))]
         if i % 2 == 0:
             q: dict[str, Any] = {"model": model, "profile": profiles[rng.integers(len(profiles))],
-                                 "top": 10}
+                                 "lengths": lengths[rng.integers(len(lengths))], "limit": 10}
             if rng.random() < 0.5:
-                q["max_ttft_p99_ms"] = int(rng.choice([300, 1000, 5000]))
+                q["demand_rps"] = float(rng.choice([1, 10, 100]))
             if rng.random() < 0.3:
-                q["max_cost_per_mtok"] = float(rng.choice([0.5, 1, 5]))
+                q["max_usd_per_hour"] = float(rng.choice([5, 50, 500]))
             if rng.random() < 0.3:
                 q["hardware"] = hardware[rng.integers(len(hardware))]
-            if rng.random() < 0.2:
-                q["weights"] = "output_tokens_per_s_per_gpu:0.6,cost_per_mtok_on_demand:0.4"
             paths.append("/v1/recommend?" + urlencode(q))
         else:
             q = {"model": model, "sort": sorts[rng.integers(len(sorts))], "limit": 20}
@@ -150,7 +155,8 @@ def perf_api(rows: int, models: int, clients: int, rate_per_client: float, durat
         click.echo(f"building a synthetic catalog of {rows:,} rows ...", err=True)
         built = build_store(work / "store", rows, models, seed)
         queries = work / "queries.json"
-        queries.write_text(json.dumps(query_mix(built["model_names"], built["profiles"], 4000, seed)))
+        queries.write_text(json.dumps(query_mix(built["model_names"], built["profiles"], 4000,
+                                                seed, built["lengths"])))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         api = subprocess.Popen([sys.executable, "-m", "servecat.cli", "api", "--store",

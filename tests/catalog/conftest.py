@@ -14,6 +14,7 @@ import pytest
 import uvicorn
 
 from catalog import build_catalog, load_hardware, load_profiles
+from catalog.recommend import build_deployments
 from catalog.snapshots import write_snapshot
 from catalog.synthetic import synthetic_requests, synthetic_summary
 
@@ -45,10 +46,16 @@ def catalog_df(summary, requests_table, hardware, profiles) -> pd.DataFrame:
     return build_catalog(summary, requests_table, hardware, profiles)
 
 
+@pytest.fixture(scope="session")
+def deployment_tables(summary, requests_table, hardware, profiles) -> dict[str, pd.DataFrame]:
+    """The deployment and load-level tables a snapshot stores beside catalog_df."""
+    return build_deployments(summary, requests_table, hardware, profiles, draws=100).tables()
+
+
 @pytest.fixture
-def store(tmp_path: Path, catalog_df: pd.DataFrame) -> Path:
+def store(tmp_path: Path, catalog_df: pd.DataFrame, deployment_tables) -> Path:
     root = tmp_path / "store"
-    write_snapshot(catalog_df, root)
+    write_snapshot(catalog_df, root, tables=deployment_tables)
     return root
 
 
@@ -103,12 +110,12 @@ SHARED_KEY = "test-key-123"
 
 
 @pytest.fixture(scope="module")
-def shared_live(tmp_path_factory, catalog_df) -> Iterator[LiveServer]:
+def shared_live(tmp_path_factory, catalog_df, deployment_tables) -> Iterator[LiveServer]:
     """One server (API key SHARED_KEY) for many read-only cases: starting one per case is slow."""
     from catalog.api import create_app
 
     root = tmp_path_factory.mktemp("shared") / "store"
-    write_snapshot(catalog_df, root)
+    write_snapshot(catalog_df, root, tables=deployment_tables)
     app = create_app(root, configs_dir=REPO / "configs", api_keys=[SHARED_KEY])
     with LiveServer(app) as live:
         yield live

@@ -6,23 +6,11 @@ import threading
 import time
 from xml.etree import ElementTree
 
-import numpy as np
 import pytest
 
-from catalog.config import CRITERIA
 from catalog.snapshots import latest_id, write_snapshot
 
 KEY = "test-key-123"
-
-
-def textbook_topsis(matrix: np.ndarray, maximize: list[bool], weights: list[float]) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        x = np.where(maximize, matrix, 1.0 / matrix)
-    r = x / np.sqrt((x ** 2).sum(axis=0))
-    v = r * (np.asarray(weights) / np.sum(weights))
-    d_plus = np.sqrt(((v - v.max(axis=0)) ** 2).sum(axis=1))
-    d_minus = np.sqrt(((v - v.min(axis=0)) ** 2).sum(axis=1))
-    return d_minus / (d_plus + d_minus)
 
 
 @pytest.fixture
@@ -54,7 +42,7 @@ def assert_error(r, status, *fragments, param=None):
 def test_no_catalog_is_503_with_how_to(serve, tmp_path):
     live = serve(tmp_path / "empty")
     for path in ("/v1/models", "/v1/catalog", "/v1/recommend?model=m&profile=p",
-                 "/v1/pareto?model=m&profile=p"):
+                 "/v1/pareto?model=m&profile=p", "/v1/curves?deployment=d"):
         assert_error(live.client.get(path), 503, "no catalog snapshot", "model_catalog")
     health = live.client.get("/healthz")
     assert health.status_code == 503 and health.json()["snapshot"] is None
@@ -85,7 +73,7 @@ def test_healthz_models_profiles_hardware(live, store, catalog_df):
     assert docs.status_code == 200
     paths = live.client.get("/openapi.json").json()["paths"]
     assert {"/v1/models", "/v1/profiles", "/v1/hardware", "/v1/catalog", "/v1/recommend",
-            "/v1/pareto", "/healthz", "/v1/benchmark-requests",
+            "/v1/curves", "/v1/pareto", "/healthz", "/v1/benchmark-requests",
             "/v1/benchmark-requests/{request_id}", "/"} <= set(paths)
 
 
@@ -123,43 +111,7 @@ def test_catalog_filters_sort_and_cursor_pagination(live, catalog_df, model):
     assert [r["rank"] for r in ranks[:5]] == [1, 2, 3, 4, 5]
 
 
-def test_recommend_default_ranking_constraints_and_slack(live, catalog_df, model):
-    g = group(catalog_df, model, "interactive")
-    body = live.client.get("/v1/recommend", params={"model": model, "profile": "interactive",
-                                                    "top": 5}).json()
-    assert [i["config_id"] for i in body["items"]] == g["config_id"].head(5).tolist()
-    assert body["items"][0]["slack"]["slo_ttft_p99_ms"] == pytest.approx(
-        450 - body["items"][0]["ttft_p99_ms"])
-    limits = {"max_ttft_p99_ms": 300, "max_cost_per_mtok": 0.5, "min_throughput": 100,
-              "hardware": "h100"}
-    body = live.client.get("/v1/recommend", params={"model": model, "profile": "interactive",
-                                                    "top": 100, **limits}).json()
-    ok = g[(g["ttft_p99_ms"] <= 300) & (g["cost_per_mtok_on_demand"] <= 0.5)
-           & (g["output_tokens_per_s"] >= 100) & (g["hardware"] == "h100")]
-    assert body["matching"] == len(ok) > 0
-    assert [i["config_id"] for i in body["items"]] == ok["config_id"].head(100).tolist()
-    for item in body["items"]:
-        s = item["slack"]
-        assert s["max_ttft_p99_ms"] == pytest.approx(300 - item["ttft_p99_ms"]) and s["max_ttft_p99_ms"] >= 0
-        assert s["max_cost_per_mtok"] == pytest.approx(0.5 - item["cost_per_mtok_on_demand"])
-        assert s["min_throughput"] == pytest.approx(item["output_tokens_per_s"] - 100)
-        assert item["score"] == pytest.approx(item["topsis_score"])
-
-
-def test_recommend_custom_weights_match_textbook_topsis(live, catalog_df, model):
-    g = group(catalog_df, model, "server")
-    weights = {"output_tokens_per_s_per_gpu": 0.1, "ttft_p99_ms": 0.2, "tpot_p99_ms": 0.1,
-               "cost_per_mtok_on_demand": 0.4, "goodput_rps": 0.2}
-    criteria = list(CRITERIA)
-    score = textbook_topsis(g[criteria].to_numpy(float), [CRITERIA[c] == "max" for c in criteria],
-                            [weights[c] for c in criteria])
-    order = np.lexsort((-score, ~g["meets_slo"].to_numpy()))
-    spec = ",".join(f"{k}:{v}" for k, v in weights.items())
-    body = live.client.get("/v1/recommend", params={"model": model, "profile": "server",
-                                                    "weights": spec, "top": 15}).json()
-    assert [i["config_id"] for i in body["items"]] == g["config_id"].to_numpy()[order][:15].tolist()
-    np.testing.assert_allclose([i["score"] for i in body["items"]], score[order][:15], atol=1e-9)
-    assert body["weights"] == weights
+# /v1/recommend and /v1/curves answer with deployments: tests/catalog/test_recommend_api.py.
 
 
 def test_pareto_endpoint(live, catalog_df, model):
@@ -189,7 +141,7 @@ def test_html_page(live, model):
 @pytest.mark.parametrize("path, params, status, fragment, param", [
     ("/v1/recommend", {"model": "nope", "profile": "server"}, 404, "known models: org/model-0", "model"),
     ("/v1/recommend", {"model": "MODEL", "profile": "nope"}, 404, "known profiles: cost-saver", "profile"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "hardware": "tpu"}, 404, "known hardware:", "hardware"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "hardware": "tpu"}, 404, "unknown hardware", "hardware"),
     ("/v1/pareto", {"model": "nope", "profile": "server"}, 404, "known models", "model"),
     ("/v1/pareto", {"model": "MODEL", "profile": "nope"}, 404, "known profiles", "profile"),
     ("/v1/catalog", {"model": "nope"}, 404, "known models", "model"),
@@ -199,19 +151,16 @@ def test_html_page(live, model):
     ("/v1/catalog", {"profile": "nope"}, 404, "known profiles", "profile"),
     ("/v1/recommend", {"profile": "server"}, 422, "model", "model"),
     ("/v1/pareto", {"model": "MODEL"}, 422, "profile", "profile"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "max_ttft_p99_ms": "abc"}, 422, "max_ttft_p99_ms", "max_ttft_p99_ms"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "max_ttft_p99_ms": "-5"}, 422, "greater than 0", "max_ttft_p99_ms"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "max_tpot_p99_ms": "nan"}, 422, "finite", "max_tpot_p99_ms"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "max_cost_per_mtok": "inf"}, 422, "finite", "max_cost_per_mtok"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "min_throughput": "-1"}, 422, "min_throughput", "min_throughput"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "top": "0"}, 422, "top", "top"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "top": "1e9"}, 422, "top", "top"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "weights": "speed:1"}, 422, "criterion", "weights"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "weights": "ttft_p99_ms:-1"}, 422, ">= 0", "weights"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "weights": "ttft_p99_ms:0"}, 422, "> 0", "weights"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "weights": "ttft_p99_ms"}, 422, "criterion:weight", "weights"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "weights": "ttft_p99_ms:nan"}, 422, ">= 0", "weights"),
-    ("/v1/recommend", {"model": "MODEL", "profile": "server", "max_ttft": "5"}, 422, "unknown parameter", "max_ttft"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "demand_rps": "abc"}, 422, "demand_rps", "demand_rps"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "demand_rps": "-5"}, 422, "greater than 0", "demand_rps"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "demand_rps": "nan"}, 422, "finite", "demand_rps"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "max_usd_per_hour": "inf"}, 422, "finite", "max_usd_per_hour"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "max_gpus": "0"}, 422, "max_gpus", "max_gpus"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "limit": "0"}, 422, "limit", "limit"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "lengths": "128:128", "limit": "1e9"}, 422, "limit", "limit"),
+    ("/v1/recommend", {"model": "MODEL", "profile": "server", "weights": "ttft_p99_ms:1"}, 422, "unknown parameter", "weights"),
+    ("/v1/curves", {}, 422, "deployment", "deployment"),
+    ("/v1/curves", {"deployment": "nope"}, 404, "known deployments", "deployment"),
     ("/v1/catalog", {"limit": "0"}, 422, "limit", "limit"),
     ("/v1/catalog", {"limit": "x"}, 422, "limit", "limit"),
     ("/v1/catalog", {"limit": "5000"}, 422, "limit", "limit"),
@@ -237,14 +186,18 @@ def test_cursor_for_another_query_or_snapshot(live, store, catalog_df, model):
                  410, "start again without a cursor", param="cursor")
 
 
-def test_no_500_for_odd_input(live, model):
+def test_no_500_for_odd_input(live, model, deployment_tables):
+    deployment = deployment_tables["deployments"]["deployment"].iloc[0]
     odd = ["", " ", "%00", "a" * 5000, "'; drop table x; --", "../../etc/passwd", "💥", "-1e309"]
     for value in odd:
         for path, key in [("/v1/catalog", "model"), ("/v1/catalog", "sort"), ("/v1/catalog", "cursor"),
-                          ("/v1/recommend", "model"), ("/v1/recommend", "weights"),
-                          ("/v1/recommend", "max_ttft_p99_ms"), ("/v1/pareto", "profile"),
+                          ("/v1/recommend", "model"), ("/v1/recommend", "lengths"),
+                          ("/v1/recommend", "input_tokens"), ("/v1/recommend", "demand_rps"),
+                          ("/v1/curves", "deployment"), ("/v1/curves", "lengths"),
+                          ("/v1/pareto", "profile"),
                           ("/v1/benchmark-requests/" + value, None), ("/", "model")]:
-            params = {"model": model, "profile": "server"} if path != "/v1/catalog" else {}
+            params = ({} if path == "/v1/catalog" else {"deployment": deployment}
+                      if path == "/v1/curves" else {"model": model, "profile": "server"})
             if key:
                 params[key] = value
             r = live.client.get(path, params=params)
@@ -318,7 +271,8 @@ def test_body_over_limit_is_413(live):
 
 # --- snapshot swap -------------------------------------------------------------------------
 
-def test_snapshot_swap_under_concurrent_reads(serve, tmp_path, catalog_df, model):
+def test_snapshot_swap_under_concurrent_reads(serve, tmp_path, catalog_df, deployment_tables,
+                                              model):
     """Readers hammer the API while new snapshots land; every answer comes whole from one snapshot."""
     root = tmp_path / "store"
     marker: dict[str, str] = {}
@@ -327,7 +281,7 @@ def test_snapshot_swap_under_concurrent_reads(serve, tmp_path, catalog_df, model
         df = catalog_df.copy()
         df["servecat_version"] = f"v{k}"
         df.attrs = catalog_df.attrs
-        write_snapshot(df, root)
+        write_snapshot(df, root, tables=deployment_tables)
         marker[latest_id(root)] = f"v{k}"
 
     publish(0)
@@ -351,7 +305,8 @@ def test_snapshot_swap_under_concurrent_reads(serve, tmp_path, catalog_df, model
                         catalog_df["model"] == model).sum():
                     errors.append(f"{body['snapshot']}: {versions}")
                 seen.add(body["snapshot"])
-                r = client.get("/v1/recommend", params={"model": model, "profile": "server"})
+                r = client.get("/v1/recommend", params={"model": model, "profile": "server",
+                                                        "lengths": "128:128"})
                 if r.status_code != 200 or r.headers["x-catalog-snapshot"] != r.json()["snapshot"]:
                     errors.append(r.text[:200])
 

@@ -33,10 +33,18 @@ def test_catalog_from_measured_results(bench_env):
     md = result.asset_materializations_for_node("model_catalog")[0].metadata
     assert "| model | profile | rank |" in md["top_5"].value
     assert "data:image/png;base64," in md["pareto_chart"].value
-    snap = load_latest(bench_env.store.root).frame
+    snapshot = load_latest(bench_env.store.root)
+    snap = snapshot.frame
     assert len(snap) == 3 * 4  # 3 configs x 4 profiles
     ranks = snap.groupby("profile")["rank"].apply(sorted).tolist()
     assert all(r == [1, 2, 3] for r in ranks)
+    # Beside the configs: each deployment once per length profile x profile, and its levels.
+    deployments = snapshot.tables["deployments"]
+    assert not deployments[["deployment", "lengths", "profile"]].duplicated().any()
+    assert set(deployments["profile"]) == set(snap["profile"])
+    assert sorted(snapshot.tables["levels"]["config_id"]) == sorted(snap["config_id"].unique())
+    assert "| rank | deployment |" in md["top_deployments"].value or \
+        "no deployment has capacity" in md["top_deployments"].value
 
 
 def test_post_to_partitions_and_runs(bench_env, tiny_model, monkeypatch):
