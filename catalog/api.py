@@ -132,7 +132,7 @@ class CatalogHolder:
     def require(self) -> CatalogIndex:
         index = self.index
         if index is None:
-            raise HTTPException(503, f"no catalog snapshot under {Path(self.root) / 'catalog'} "
+            raise HTTPException(503, f"no catalog snapshot under {str(self.root).rstrip('/')}/catalog "
                                      f"yet; {HOW_TO_BUILD}")
         return index
 

@@ -135,5 +135,5 @@ def load_latest(root: str | Path) -> Snapshot:
     """The newest snapshot under ROOT; NoCatalogError (saying how to build one) when there is none."""
     pointer = read_pointer(root)
     if pointer is None:
-        raise NoCatalogError(f"no catalog snapshot under {Path(root) / 'catalog'}; {HOW_TO_BUILD}")
+        raise NoCatalogError(f"no catalog snapshot under {store.local_path(root, 'catalog')}; {HOW_TO_BUILD}")
     return load_snapshot(root, pointer["key"])

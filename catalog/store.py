@@ -1,30 +1,29 @@
-"""File I/O for the catalog under one store root: the only module that touches the filesystem.
-
-Every write is whole or nothing (temp file in the same folder, fsync, os.replace). A store root is
-a local folder; an S3 backend needs these four functions and nothing else.
-"""
+"""The catalog's file I/O under one store root (a local folder or s3://bucket/prefix), through
+servecat.store: every write whole or nothing, so snapshots and LATEST.json work on S3 too."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from servecat.atomic import write_bytes_atomic
+from servecat.store import open_store
 
 
 def write_atomic(root: str | Path, key: str, data: bytes) -> str:
-    """Write DATA to ROOT/KEY whole or not at all; returns the full path."""
-    return str(write_bytes_atomic(data, Path(root) / key))
+    """Write DATA to ROOT/KEY whole or not at all; returns its path or s3:// URI."""
+    backend = open_store(root)
+    backend.write(key, data)
+    return backend.uri(key)
 
 
 def read_bytes(root: str | Path, key: str) -> bytes:
     """The bytes at ROOT/KEY (FileNotFoundError when absent)."""
-    return (Path(root) / key).read_bytes()
+    return open_store(root).read(key)
 
 
 def exists(root: str | Path, key: str) -> bool:
-    return (Path(root) / key).exists()
+    return open_store(root).exists(key)
 
 
 def local_path(root: str | Path, key: str) -> str:
-    """A path other local readers (DuckDB, pyarrow) can open."""
-    return str(Path(root) / key)
+    """Where ROOT/KEY lives: a local path, or an s3:// URI that DuckDB reads with httpfs."""
+    return open_store(root).uri(key)

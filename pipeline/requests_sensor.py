@@ -1,6 +1,7 @@
 """The benchmark-request sensor: from a POST on the catalog API to partitions and runs."""
 # No `from __future__ import annotations` here: Dagster inspects these signatures at runtime.
 
+import tempfile
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +25,7 @@ def benchmark_request_sensor(context: dg.SensorEvaluationContext, store: ResultS
     run_requests = []
     for req in requests.list("pending"):
         try:
-            run_requests += _accept(context, store, requests, req, Path(root) / "requests")
+            run_requests += _accept(context, store, requests, req, _spec_folder(store))
         except Exception as exc:
             _reject(context, requests, req, f"could not expand the request: {_describe(exc)}")
     for req in [*requests.list("accepted"), *requests.list("running")]:
@@ -37,6 +38,14 @@ def benchmark_request_sensor(context: dg.SensorEvaluationContext, store: ResultS
     return dg.SensorResult(
         run_requests=run_requests,
         dynamic_partitions_requests=[deployments.build_add_request(add)] if add else [])
+
+
+def _spec_folder(store: ResultStore) -> Path:
+    """A local folder for a request's expanded spec file: under the store root when it is a
+    folder, else (S3) a scratch folder; the matrix itself is written to the store."""
+    if store.is_s3:
+        return Path(tempfile.gettempdir()) / "servecat-benchmark-requests"
+    return Path(store.root) / "requests"
 
 
 def _accept(context: dg.SensorEvaluationContext, store: ResultStore, requests: BenchmarkRequests,

@@ -1,27 +1,19 @@
-"""The result store: one root (a local folder or s3://bucket/prefix) in DESIGN.md's layout.
-
-Every file is written whole or not at all: locally a temp file + rename, on S3 one PUT (an
-object appears whole or not at all). S3 calls retry with exponential backoff, then fail with
-a message naming the object.
-"""
+"""The result store as a Dagster resource: one root (a local folder or s3://bucket/prefix) in
+DESIGN.md's layout; servecat.store does the reading and writing."""
 
 from __future__ import annotations
 
 import io
-import os
-import time
-from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dagster_aws.s3 import S3Resource
 
-from servecat.atomic import parquet_bytes, write_bytes_atomic
+from servecat.atomic import parquet_bytes
+from servecat.store import LocalStore, S3Store, StoreError, is_s3, open_store
 
-
-class StoreError(RuntimeError):
-    """The store could not be read or written (after retries)."""
+__all__ = ["ResultStore", "StoreError", "catalog_root", "matrix_path", "requests_path",
+           "summary_path"]
 
 
 def matrix_path(name: str) -> str:
@@ -37,71 +29,37 @@ def summary_path(deployment: str, workload_id: str) -> str:
 
 
 class ResultStore(dg.ConfigurableResource):
-    """Parquet files under `root`: a local folder (default `.servecat/store`) or s3://bucket/prefix.
+    """The store as a Dagster resource: `root` is a local folder (default `.servecat/store`) or
+    s3://bucket/prefix, and `s3_endpoint_url` points S3 at any S3-compatible store.
 
-    S3 goes through dagster-aws's `S3Resource`, so `endpoint_url` points it at any
-    S3-compatible store.
+    A thin wrapper: reads and writes go through servecat.store (below the Dagster line), the
+    same code the catalog API and its benchmark requests use.
     """
 
     root: str = ".servecat/store"
-    s3_endpoint_url: str = ""  # empty: AWS itself
+    s3_endpoint_url: str = ""  # empty: AWS itself (or SERVECAT_S3_ENDPOINT_URL)
     s3_region: str = "us-east-1"
     attempts: int = 4
     backoff_s: float = 0.25
 
     @property
     def is_s3(self) -> bool:
-        return self.root.startswith("s3://")
+        return is_s3(self.root)
 
-    def _bucket_key(self, relpath: str) -> tuple[str, str]:
-        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
-        return bucket, f"{prefix.strip('/')}/{relpath}".lstrip("/")
+    def backend(self) -> LocalStore | S3Store:
+        return open_store(self.root, self.s3_endpoint_url or None, self.s3_region,
+                          self.attempts, self.backoff_s)
 
     def uri(self, relpath: str) -> str:
         """Where RELPATH lives: an absolute local path or an s3:// URI (for DuckDB)."""
-        if self.is_s3:
-            return f"{self.root.rstrip('/')}/{relpath}"
-        return str((Path(self.root) / relpath).resolve())
-
-    def _s3_call(self, what: str, fn):
-        """FN() with retries and exponential backoff on any S3/network error."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return fn()
-            except ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code in ("NoSuchKey", "404", "NoSuchBucket", "AccessDenied", "403"):
-                    raise StoreError(f"{what}: {code}") from exc
-                last = exc
-            except BotoCoreError as exc:
-                last = exc
-            if attempt < self.attempts:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
-        raise StoreError(f"{what}: failed after {self.attempts} attempts: {last}") from last
-
-    def _client(self):
-        # Retries are ours (with backoff and a clear failure), so botocore makes one attempt.
-        return S3Resource(endpoint_url=self.s3_endpoint_url or None, region_name=self.s3_region,
-                          max_attempts=1).get_client()
+        return self.backend().uri(relpath)
 
     def write_bytes(self, relpath: str, data: bytes) -> str:
-        if not self.is_s3:
-            return str(write_bytes_atomic(data, self.uri(relpath)))
-        bucket, key = self._bucket_key(relpath)
-        client = self._client()
-        self._s3_call(f"write {self.uri(relpath)}",
-                      lambda: client.put_object(Bucket=bucket, Key=key, Body=data))
+        self.backend().write(relpath, data)
         return self.uri(relpath)
 
     def read_bytes(self, relpath: str) -> bytes:
-        if not self.is_s3:
-            return Path(self.uri(relpath)).read_bytes()
-        bucket, key = self._bucket_key(relpath)
-        client = self._client()
-        return self._s3_call(f"read {self.uri(relpath)}",
-                             lambda: client.get_object(Bucket=bucket, Key=key)["Body"].read())
+        return self.backend().read(relpath)
 
     def write_parquet(self, relpath: str, table: pa.Table | object) -> str:
         """Write TABLE (pyarrow or pandas) at RELPATH, whole or not at all."""
@@ -111,41 +69,14 @@ class ResultStore(dg.ConfigurableResource):
         return pq.read_table(io.BytesIO(self.read_bytes(relpath)))
 
     def exists(self, relpath: str) -> bool:
-        if not self.is_s3:
-            return os.path.exists(self.uri(relpath))
-        bucket, key = self._bucket_key(relpath)
-        client = self._client()
-        resp = self._s3_call(f"list {self.uri(relpath)}",
-                             lambda: client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1))
-        return any(o["Key"] == key for o in resp.get("Contents", []))
+        return self.backend().exists(relpath)
 
     def list(self, prefix: str) -> list[str]:
         """Relative paths of the Parquet files under PREFIX, sorted."""
-        if not self.is_s3:
-            base, root = Path(self.uri(prefix)), Path(self.uri(""))
-            if not base.exists():
-                return []
-            return sorted(str(p.relative_to(root)) for p in base.rglob("*.parquet")
-                          if not p.name.startswith("."))
-        bucket, key = self._bucket_key(prefix)
-        _, root_key = self._bucket_key("")
-        client = self._client()
-        out, token = [], None
-        while True:
-            kwargs = {"Bucket": bucket, "Prefix": key, **({"ContinuationToken": token} if token else {})}
-            resp = self._s3_call(f"list {self.uri(prefix)}",
-                                 lambda kw=kwargs: client.list_objects_v2(**kw))
-            out += [o["Key"][len(root_key):] for o in resp.get("Contents", [])
-                    if o["Key"].endswith(".parquet")]
-            if not resp.get("IsTruncated"):
-                return sorted(out)
-            token = resp["NextContinuationToken"]
+        return self.backend().list(prefix, ".parquet")
 
 
-def catalog_root(store: ResultStore) -> str:
-    """Local folder of catalog snapshots and benchmark requests: the store root when it is a
-    folder; with an S3 store, SERVECAT_CATALOG_ROOT (default `.servecat/catalog`), because the
-    API swaps snapshots with an atomic local rename."""
-    if not store.is_s3:
-        return store.root
-    return os.environ.get("SERVECAT_CATALOG_ROOT", ".servecat/catalog")
+def catalog_root(store: ResultStore) -> LocalStore | S3Store:
+    """Where catalog snapshots and benchmark requests live: the store itself, local or S3
+    (opened with the resource's endpoint, so they land beside the runs)."""
+    return store.backend()

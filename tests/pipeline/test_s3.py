@@ -102,3 +102,90 @@ def test_store_stopped_mid_run_fails_and_leaves_no_partial_file(bench_env, s3, t
     for name, data in stored.items():
         if name.endswith(".parquet"):
             pq.read_table(io.BytesIO(data))  # every object is a whole Parquet file
+
+
+def test_catalog_snapshots_live_on_s3(bench_env, s3):
+    """model_catalog with an S3 store: snapshot, side tables and LATEST.json land in the bucket,
+    nothing on local disk, and the catalog API reads them from there."""
+    import dagster as dg
+    import httpx
+
+    from assets.catalog import model_catalog
+    from assets.results import benchmark_results
+    from catalog.api import create_app
+    from catalog.snapshots import load_latest
+    from tests.pipeline.support import LiveApp
+
+    _, url, bucket = s3
+    bench_env.store = s3_store(url, bucket)
+    [key] = bench_env.matrix()
+    bench_env.run(key)
+    result = dg.materialize([benchmark_results, model_catalog], instance=bench_env.instance,
+                            resources=bench_env.resources())
+    assert result.success
+    stored = objects(url, bucket)
+    catalog = sorted(k for k in stored if k.startswith("servecat/catalog/"))
+    assert "servecat/catalog/LATEST.json" in catalog
+    assert "servecat/catalog/model_catalog.parquet" in catalog
+    assert any(k.endswith(".deployments.parquet") for k in catalog)
+    snapshot = load_latest(bench_env.store.backend())
+    assert len(snapshot.frame) and "deployments" in snapshot.tables
+    import os
+
+    os.environ["SERVECAT_S3_ENDPOINT_URL"] = url  # how `servecat api --store s3://...` finds it
+    try:
+        with LiveApp(create_app(f"s3://{bucket}/servecat", poll_s=0.2)) as api:
+            health = httpx.get(f"{api.url}/healthz").json()
+            assert health["snapshot"] == snapshot.id
+    finally:
+        del os.environ["SERVECAT_S3_ENDPOINT_URL"]
+
+
+def test_benchmark_requests_live_on_s3(s3):
+    """The API's and the sensor's requests as S3 objects; two writers never lose a change."""
+    import json
+
+    from catalog.benchmark_requests import BenchmarkRequests, InvalidTransition, ObjectRequests
+    from servecat.store import open_store
+
+    _, url, bucket = s3
+    root = open_store(f"s3://{bucket}/servecat", url)
+    requests = BenchmarkRequests(root)
+    assert isinstance(requests, ObjectRequests)
+    first = requests.create("org/model", {"quantizations": ["fp16"]}, "key-sha256:abc")
+    second = requests.create("org/other")
+    stored = objects(url, bucket)
+    assert json.loads(stored[f"servecat/benchmark_requests/{first.id}.json"])["model"] == "org/model"
+    assert [r.id for r in requests.list("pending")] == sorted([first.id, second.id],
+                                                             key=lambda i: (requests.get(i).created_at, i))
+    assert requests.get(first.id).matrix_overrides == {"quantizations": ["fp16"]}
+    assert requests.get("br-0000000000000000") is None and requests.get("../x") is None
+    requests.set_status(first.id, "accepted", details={"deployments": ["d1"]})
+    with pytest.raises(InvalidTransition, match="cannot go from accepted to done"):
+        requests.set_status(first.id, "done")
+
+    # Two processes (API and sensor) moving different requests at once, and racing on one.
+    errors: list[Exception] = []
+
+    def move(rid: str, steps: list[str]) -> None:
+        other = BenchmarkRequests(open_store(f"s3://{bucket}/servecat", url))
+        for step in steps:
+            try:
+                other.set_status(rid, step, reason="r" if step in ("failed", "rejected") else None,
+                                 details={step: True})
+            except InvalidTransition as exc:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=move, args=(first.id, ["running", "done"])),
+               threading.Thread(target=move, args=(first.id, ["running", "failed"])),
+               threading.Thread(target=move, args=(second.id, ["rejected"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    final = requests.get(first.id)
+    assert final.status in ("done", "failed")
+    assert final.details["deployments"] == ["d1"] and final.details["running"] is True
+    assert final.details.get("done") or final.details.get("failed")
+    assert len(errors) == 2  # the loser's 'running' and its final step were refused, not lost
+    assert requests.get(second.id).status == "rejected"
