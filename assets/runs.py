@@ -11,7 +11,7 @@ from bench.deployment_run import sweep
 from bench.profiles import load_profiles
 from bench.server_metrics import scrape
 from resources.run_files import deployment_configs, finished, outcome_schema, write_outcome
-from resources.store import ResultStore
+from resources.store import ResultStore, summary_path
 from resources.target_resource import TargetsResource
 from resources.tracking import Tracking
 
@@ -47,6 +47,11 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
                                 f"{outcome.reason}")
         context.log.debug(f"wrote {uri}")
 
+    def recall(probe):
+        # A capacity search's probe finished by an earlier run: its summary row, so a resumed
+        # search reuses it instead of measuring it again.
+        return store.read_parquet(summary_path(key, probe["workload_id"])).to_pylist()[0]
+
     outcomes, failed, status = [], [], "FAILED"
     # The server is sized for the deployment's largest workload.
     deployment = dict(configs[0], **{k: max(c[k] for c in configs)
@@ -58,7 +63,8 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
         with target:
             url = target.metrics_url()
             outcomes = sweep(todo, target.endpoint(), str(configs[0]["model_id"]), profiles,
-                             done=set(), on_outcome=record, check_alive=target.check_alive,
+                             done=done, recall=recall, on_outcome=record,
+                             check_alive=target.check_alive,
                              log=context.log.info,
                              scrape=(lambda: scrape(url, headers=target.endpoint().headers))
                              if url else None)

@@ -4,18 +4,25 @@ Pure logic below the Dagster line: which workloads still need measuring (resume)
 climbing load levels (saturation), and what each workload's outcome row says. The caller
 writes each outcome as soon as it exists, so an interrupted sweep loses at most the workload
 in flight.
+
+A capacity search row (bench.capacity_search) is measured as the probes its search chooses,
+each written as a config of its own; the search row itself is then written as `skipped` with
+the brackets found as its reason (it is no load level: capacity and the catalog leave it out,
+and a finished search is not run again). Probes already finished are recalled, not measured.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
 import pandas as pd
 import pyarrow as pa
 
+from bench.capacity_search import Search, SearchLog, describe, probe_config
 from bench.endpoint import Endpoint
 from bench.errors import EndpointBroken
 from bench.loadgen import run_workload
@@ -99,15 +106,33 @@ def _level_group(config: Mapping) -> tuple:
     return (config["lengths"], config["load"])
 
 
+def is_search(config: Mapping) -> bool:
+    """A capacity search row (measured as the probes it chooses), not a load level."""
+    return bool(_scalar(config.get("search")))
+
+
 def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Profile],
-          done: set[str], on_outcome: Callable[[Outcome], None],
+          done: Collection[str], on_outcome: Callable[[Outcome], None],
           check_alive: Callable[[], None] = lambda: None,
           saturation: Saturation | None = None, log: Callable[[str], None] = print,
-          scrape: Callable[[], dict[str, float]] | None = None) -> list[Outcome]:
+          scrape: Callable[[], dict[str, float]] | None = None,
+          recall: Callable[[dict], Mapping | None] | None = None,
+          realtime: bool = False) -> list[Outcome]:
     """Measure CONFIGS (one deployment, matrix order) except those in DONE; call ON_OUTCOME
     after each. A failed workload (server died, error threshold) ends the sweep with it.
-    SCRAPE (the server's parsed /metrics) adds the server's own view as `server_*` columns."""
+    SCRAPE (the server's parsed /metrics) adds the server's own view as `server_*` columns.
+    RECALL gives the summary row of a finished config (a search's probe in DONE), so a resumed
+    search reuses it; without it such a probe is measured again. REALTIME runs the load
+    generator at real-time priority where allowed (bench.priority)."""
     saturation = saturation or Saturation.loosest(profiles)
+
+    def measure(config: dict) -> Outcome:
+        before = scrape() if scrape else {}
+        outcome = _measure(config, endpoint, tokenizer, profiles, check_alive, log, realtime)
+        if scrape and outcome.summary is not None:
+            outcome.summary.update(server_view(before, scrape()))
+        return outcome
+
     outcomes: list[Outcome] = []
     previous: dict[tuple, dict] = {}
     stopped: dict[tuple, str] = {}
@@ -115,13 +140,16 @@ def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Pro
         group = _level_group(config)
         if config["config_id"] in done:
             continue
+        if is_search(config):
+            outcomes += search_outcomes(config, measure, on_outcome, profiles, saturation, done,
+                                        recall)
+            if outcomes and outcomes[-1].status == "failed":
+                break
+            continue
         if group in stopped:
             outcome = Outcome(config, "skipped", stopped[group])
         else:
-            before = scrape() if scrape else {}
-            outcome = _measure(config, endpoint, tokenizer, profiles, check_alive, log)
-            if scrape and outcome.summary is not None:
-                outcome.summary.update(server_view(before, scrape()))
+            outcome = measure(config)
             if outcome.status == "ok":
                 why = saturation.reason(outcome.summary, previous.get(group))
                 if why:
@@ -134,16 +162,85 @@ def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Pro
     return outcomes
 
 
+class _ProbeFailed(Exception):
+    """A probe failed (server died, error threshold): the search and the sweep end."""
+
+
+def search_outcomes(config: dict, measure: Callable[[dict], Outcome],
+                    on_outcome: Callable[[Outcome], None], profiles: list[Profile],
+                    saturation: Saturation, done: Collection[str] = (),
+                    recall: Callable[[dict], Mapping | None] | None = None) -> list[Outcome]:
+    """Run one capacity search row: each probe measured (MEASURE) or recalled, and written
+    (ON_OUTCOME) as it finishes, then the search row itself, `skipped` with its brackets.
+
+    The saturation stop holds inside a search too: above a probe where the loosest SLO (with
+    its margin) fails and throughput stopped growing, no load is measured: each counts as a
+    failure for every profile. A failed probe ends the search, failed, and nothing is written
+    for the search row, so a re-run resumes it.
+    """
+    search = Search.of(config)
+    by_name = {p.name: Slo.of(p) for p in profiles}
+    unknown = [n for n in search.profiles if n not in by_name]
+    if unknown:
+        out = Outcome(config, "failed", f"capacity search: unknown profile {unknown[0]!r} "
+                                        f"(profiles: {', '.join(by_name)})")
+        on_outcome(out)
+        return [out]
+    outcomes: list[Outcome] = []
+    seen: dict[float, Mapping | None] = {}
+    trace = SearchLog()
+    saturated_at = math.inf
+
+    def probe(x: float) -> Mapping | None:
+        nonlocal saturated_at
+        if x in seen:
+            return seen[x]
+        if x >= saturated_at:
+            seen[x] = None
+            return None
+        pc = probe_config(config, x)
+        row = recall(pc) if recall and pc["config_id"] in done else None
+        if row is not None and row.get("status") == "ok":
+            trace.reused.append(x)
+            summary: Mapping = row
+        else:
+            outcome = measure(pc)
+            on_outcome(outcome)
+            outcomes.append(outcome)
+            if outcome.status != "ok":
+                raise _ProbeFailed
+            trace.measured.append(x)
+            summary = outcome.summary
+        trace.wall_s += summary.get("wall_s") or 0.0
+        below = [v for v, s in seen.items() if v < x and s is not None]
+        why = saturation.reason(summary, seen[max(below)] if below else None)
+        if why and x < saturated_at:
+            saturated_at = x
+            trace.saturated = f"not measured above {_level(pc)}: {why}"
+        seen[x] = summary
+        return summary
+
+    try:
+        brackets = search.run(probe, by_name)
+    except _ProbeFailed:
+        return outcomes
+    out = Outcome(config, "skipped", describe(search, brackets, trace), {"wall_s": trace.wall_s})
+    on_outcome(out)
+    return [*outcomes, out]
+
+
 def _level(config: Mapping) -> str:
     return (f"concurrency {config['concurrency']}" if config["load"] == "concurrency"
-            else f"rate {config['rate']}/s")
+            else f"rate {config['rate']:g}/s")
 
 
-def _measure(config, endpoint, tokenizer, profiles, check_alive, log) -> Outcome:
+def _measure(config, endpoint, tokenizer, profiles, check_alive, log,
+             realtime: bool = False) -> Outcome:
     started = time.perf_counter()
     try:
         check_alive()
-        result = run_workload(endpoint, workload_of(config), tokenizer, profiles=profiles)
+        result = run_workload(endpoint, workload_of(config), tokenizer, profiles=profiles,
+                              realtime=realtime)
         check_alive()
     except EndpointBroken as exc:
         try:

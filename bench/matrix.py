@@ -39,6 +39,12 @@ WORKLOAD_FIELDS = (
     "concurrency", "rate", "arrival", "burstiness", "max_concurrency", "requests", "duration_s",
     "warmup_requests", "shared_prefix_tokens", "api", "seed",
 )
+# A capacity search is one matrix row (`search` true, its range, the profiles it brackets and
+# its precision); its probes are chosen at run time, each a config of its own that names the
+# search in `probe_of` (null in the matrix). These columns join a workload's hash only on a
+# search row, so the ids of fixed levels are what they were before searches existed.
+SEARCH_FIELDS = ("search", "search_min", "search_max", "search_slo", "search_precision",
+                 "probe_of")
 
 REASON_ENGINE = "engine does not support the quantization on this hardware"
 REASON_TP = "tensor parallel size does not divide the GPU count"
@@ -73,16 +79,32 @@ class Expansion:
         return list(dict.fromkeys(self.configs["deployment"]))
 
 
-def _load_levels(spec: MatrixSpec) -> list[tuple]:
-    """Distinct load levels (kind, level, rate, arrival, burstiness, cap), ascending by kind and level."""
-    levels = set()
+def _load_levels(spec: MatrixSpec) -> list[dict]:
+    """Distinct load levels and capacity searches as workload columns: by kind, fixed levels
+    ascending, then the searches of that kind by their lowest load."""
+    levels = {}
     for load in spec.workloads.loads:
+        is_rate = load.search == "rate" or (load.search is None and bool(load.rate))
+        shape = ({"arrival": load.arrival, "burstiness": load.burstiness,
+                  "max_concurrency": load.max_concurrency} if is_rate else
+                 {"arrival": "constant", "burstiness": 1.0, "max_concurrency": None})
+        if load.search:
+            row = {"load": load.search, "concurrency": None, "rate": None, **shape,
+                   "search": True, "search_min": float(load.min), "search_max": float(load.max),
+                   "search_slo": ",".join(load.slo),
+                   "search_precision": float(load.search_precision)}
+            levels[json.dumps(row, sort_keys=True)] = row
+            continue
         for c in load.concurrency:
-            levels.add(("concurrency", float(c), None, "constant", 1.0, None))
+            row = {"load": "concurrency", "concurrency": int(c), "rate": None, "arrival": "constant",
+                   "burstiness": 1.0, "max_concurrency": None}
+            levels[json.dumps(row, sort_keys=True)] = row
         for r in load.rate:
-            levels.add(("rate", float(r), float(r), load.arrival, load.burstiness,
-                        load.max_concurrency))
-    return sorted(levels, key=lambda x: (x[0], x[1]))
+            row = {"load": "rate", "concurrency": None, "rate": float(r), **shape}
+            levels[json.dumps(row, sort_keys=True)] = row
+    return sorted(levels.values(), key=lambda x: (
+        x["load"], bool(x.get("search")),
+        x.get("search_min") or x["concurrency"] or x["rate"], x.get("search_max") or 0.0))
 
 
 def count_configs(spec: MatrixSpec, table: dict) -> tuple[int, int]:
@@ -107,6 +129,8 @@ def _workloads(spec: MatrixSpec) -> pd.DataFrame:
     """One row per workload, in sweep order: lengths as listed, load levels ascending."""
     w = spec.workloads
     levels = _load_levels(spec)
+    no_search = {"search": False, "search_min": None, "search_max": None, "search_slo": None,
+                 "search_precision": None, "probe_of": None}
     rows = []
     for lp in w.lengths:
         (imin, imax), (omin, omax) = lp.input_tokens.bounds(), lp.output_tokens.bounds()
@@ -119,23 +143,33 @@ def _workloads(spec: MatrixSpec) -> pd.DataFrame:
             "duration_s": w.duration_s, "warmup_requests": w.warmup_requests,
             "shared_prefix_tokens": lp.shared_prefix_tokens, "api": lp.api, "seed": w.seed,
         }
-        for kind, level, rate, arrival, burst, cap in levels:
-            row = dict(base, load=kind, concurrency=int(level) if kind == "concurrency" else None,
-                       rate=rate, arrival=arrival, burstiness=burst, max_concurrency=cap)
-            rows.append(row)
-    df = pd.DataFrame(rows, columns=list(WORKLOAD_FIELDS))
+        rows += [{**base, **no_search, **level} for level in levels]
+    df = pd.DataFrame(rows, columns=[*WORKLOAD_FIELDS, *SEARCH_FIELDS])
     for name in ("concurrency", "max_concurrency"):
         df[name] = df[name].astype("Int64")
-    df["duration_s"] = df["duration_s"].astype(float)
-    hashes = [stable_hash(r) for r in df.to_dict("records")]
-    tags = [f"c{c}" if kind == "concurrency" else f"r{r:g}" + ("" if a == "poisson" else f"-{a}")
-            for kind, c, r, a in zip(df["load"], df["concurrency"], df["rate"], df["arrival"],
-                                     strict=True)]
+    for name in ("duration_s", "search_min", "search_max", "search_precision"):
+        df[name] = df[name].astype(float)
+    for name in ("search_slo", "probe_of"):
+        df[name] = df[name].astype("string")
+    df["search"] = df["search"].astype(bool)
+    records = df.to_dict("records")
+    hashes = [stable_hash({k: r[k] for k in WORKLOAD_FIELDS + (SEARCH_FIELDS if r["search"] else ())})
+              for r in records]
     df["workload_hash"] = hashes
-    df["workload_id"] = [f"{slug(n, 20)}-{t}-{h[:6]}"
-                         for n, t, h in zip(df["lengths"], tags, hashes, strict=True)]
+    df["workload_id"] = [f"{slug(r['lengths'], 20)}-{load_tag(r)}-{h[:6]}"
+                         for r, h in zip(records, hashes, strict=True)]
     df["workload_index"] = np.arange(len(df))
     return df
+
+
+def load_tag(row: dict) -> str:
+    """`c8`, `r2.5`, `r2.5-gamma`, a search `search-r0.5-64`: the load part of a workload id."""
+    search = row.get("search")
+    if row["load"] == "concurrency":
+        return (f"search-c{row['search_min']:g}-{row['search_max']:g}" if search
+                else f"c{row['concurrency']}")
+    level = f"search-r{row['search_min']:g}-{row['search_max']:g}" if search else f"r{row['rate']:g}"
+    return level + ("" if row["arrival"] == "poisson" else f"-{row['arrival']}")
 
 
 def _rule_matches(conditions: dict, values: dict) -> bool:
@@ -258,7 +292,9 @@ def expand(spec: MatrixSpec, hardware_path: str | Path | None = None,
     d_idx = np.repeat(np.arange(len(deps)), n_wl)
     w_idx = np.tile(np.arange(n_wl), len(deps))
     is_conc = (workloads["load"] == "concurrency").to_numpy()
-    client = np.where(is_conc, workloads["concurrency"].fillna(0).to_numpy(float),
+    # A concurrency search may reach its max.
+    top = workloads["concurrency"].astype(float).fillna(workloads["search_max"]).fillna(0)
+    client = np.where(is_conc, top.to_numpy(float),
                       workloads["max_concurrency"].fillna(DEFAULT_OPEN_LOOP_CONCURRENCY)
                       .to_numpy(float))  # an open-loop workload holds at most its cap
     # KV cache for the most sequences the server holds at once x the longest context.

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from bench.capacity_search import search_probes
 from bench.matrix import DEFAULT_OPEN_LOOP_CONCURRENCY, GiB
 from servecat.engines import KV_BYTES, WEIGHT_BYTES
 from servecat.fleet import REMOTE_ENGINES, Fleet
@@ -98,7 +99,12 @@ def estimate_workload_s(configs: pd.DataFrame, table: Mapping[str, Hardware],
     kv_token = (2 * configs["layers"].to_numpy(float) * configs["kv_heads"].to_numpy(float)
                 * configs["head_dim"].to_numpy(float) * quant.map(KV_BYTES).to_numpy(float))
     closed = configs["load"].astype(str).to_numpy() == "concurrency"
-    clients = np.where(closed, configs["concurrency"].astype(float).fillna(1).to_numpy(float),
+    # A capacity search's probes are chosen at run time: cost it as its most probes, each a
+    # level at the geometric middle of its range.
+    middle = (np.sqrt(configs["search_min"].astype(float) * configs["search_max"].astype(float))
+              if "search_min" in configs else pd.Series(np.nan, index=configs.index))
+    clients = np.where(closed, configs["concurrency"].astype(float).fillna(middle).fillna(1)
+                       .to_numpy(float),
                        configs["max_concurrency"].astype(float)
                        .fillna(DEFAULT_OPEN_LOOP_CONCURRENCY).to_numpy(float))
     batch = np.minimum(clients, configs["max_num_seqs"].astype(float).fillna(np.inf).to_numpy(float))
@@ -107,10 +113,11 @@ def estimate_workload_s(configs: pd.DataFrame, table: Mapping[str, Hardware],
                       2 * params * batch / flops)
     n = (configs["requests"] + configs["warmup_requests"]).to_numpy(float)
     busy = n * 2 * params * inp / flops + n * out * step / batch
-    rate = configs["rate"].astype(float).to_numpy(float)
+    rate = configs["rate"].astype(float).fillna(middle).to_numpy(float)
     seconds = np.where(closed, busy, np.maximum(busy, n / np.where(closed, 1.0, rate)))
     limit = configs["duration_s"].astype(float).to_numpy(float)
-    return np.where(np.isnan(limit), seconds, np.minimum(seconds, limit))
+    seconds = np.where(np.isnan(limit), seconds, np.minimum(seconds, limit))
+    return seconds * search_probes(configs)  # a duration limit holds per probe
 
 
 def deployment_hours(configs: pd.DataFrame, measured: pd.DataFrame,

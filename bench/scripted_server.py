@@ -6,6 +6,13 @@ the server was told to do. One epoll loop with precise sleeps keeps emission tim
 Run it in its own process:
 `python -m bench.scripted_server --scenario '{"ttft_ms": [20, 40]}'` prints `PORT <n>`.
 Zero delays make it the fast local server that `servecat perf loadgen` measures the client with.
+
+Queueing mode (`slots: C`): a server whose capacity is known. Each request holds one of C slots
+for its service time (its TTFT + gaps) and requests beyond C wait for a slot first come, first
+served; the whole script, TTFT included, runs from when the slot is taken, so the wait shows
+in the TTFT. Closed loop at concurrency N: nobody waits up to N = C, and past it requests wait
+about a service time. Poisson arrivals with fixed timings: an M/D/C queue (bench.queueing
+computes its waits on its own).
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ class Scenario:
     fault: str | None = None  # for every request
     faults: dict[str, str] = field(default_factory=dict)  # request id -> fault
     token_text: str = " a"  # the text of one token
+    slots: int | None = None  # queueing mode: C requests served at once, the rest wait (FIFO)
 
 
 @dataclass
@@ -100,6 +108,8 @@ class ScriptedServer:
         self.seq = 0
         # (request id, chunk index, due, sent): what the server really did, on the same clock.
         self.sent_log: list[tuple[str, int, float, float]] = []
+        # Queueing mode: when each of the C slots is next free (a heap; 0 is long past).
+        self.free: list[float] = [0.0] * (scenario.slots or 0)
 
     def serve_forever(self) -> None:
         ep = select.epoll()
@@ -213,6 +223,7 @@ class ScriptedServer:
             return _send_json(sock, int(script.fault[5:]), {"error": {"message": script.fault}})
         if script.fault == "close":
             return False
+        t0 = self._admit(t0, script)
         reply = _Reply(req, chat, self.scenario)
         if not req.get("stream"):
             whole = json.dumps(reply.whole(script)).encode()
@@ -220,6 +231,19 @@ class ScriptedServer:
             return True
         self._stream(sock, script, reply, t0, rid)
         return True
+
+    def _admit(self, arrived: float, script: Script) -> float:
+        """When the request's script starts: at once, or in queueing mode when a slot frees.
+
+        Service times are scripted, so a slot's release time is known on admission and the
+        FIFO queue is a heap of release times: requests take slots in the order the server
+        reads them (arrival order, to within one epoll batch).
+        """
+        if not self.free:
+            return arrived
+        start = max(arrived, heapq.heappop(self.free))
+        heapq.heappush(self.free, start + script.e2e_ms / 1000)
+        return start
 
     def _stream(self, sock: socket.socket, script: Script, reply: _Reply, t0: float,
                 rid: str) -> None:
@@ -345,12 +369,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--scenario", default="{}", help="Scenario fields as JSON")
+    parser.add_argument("--slots", type=int,
+                        help="Queueing mode with this many slots (overrides the scenario's)")
     parser.add_argument("--log", help="On SIGTERM, write each chunk's due and actual send time here")
     parser.add_argument("--realtime", action="store_true",
                         help="SCHED_FIFO for every thread, where allowed (timing on a busy host)")
     args = parser.parse_args(argv)
     raw = json.loads(args.scenario)
     scenario = Scenario(**{k: tuple(v) if k in ("ttft_ms", "gap_ms") else v for k, v in raw.items()})
+    if args.slots is not None:
+        scenario.slots = args.slots
     if args.realtime:
         set_realtime()
     # A cyclic-GC pass would hold every scheduled chunk back; requests make no cycles.

@@ -28,6 +28,8 @@ EngineName = Literal["builtin", "vllm", "runpod", "openai", "tgi", "lmdeploy", "
 assert set(Quantization.__args__) == set(QUANTIZATIONS) and set(EngineName.__args__) == set(ENGINES)
 
 Scalar = int | float | str | bool
+# A capacity search stops once each profile's capacity is bracketed within 10%.
+DEFAULT_SEARCH_PRECISION = 0.1
 
 
 class _Strict(BaseModel):
@@ -134,23 +136,66 @@ class LengthProfile(_Strict):
 
 
 class LoadSpec(_Strict):
-    """Load levels: closed-loop concurrencies and/or open-loop rates (requests/s)."""
+    """Load levels: closed-loop concurrencies and/or open-loop rates (requests/s), or a capacity
+    search: `search: rate` (or `concurrency`) between `min` and `max`, bisected at run time until
+    each profile named in `slo` has its capacity bracketed within `precision` (default 10%)."""
 
     concurrency: list[int] = Field(default_factory=list)
     rate: list[float] = Field(default_factory=list)
     arrival: Literal["constant", "poisson", "gamma"] = "poisson"
     burstiness: float = Field(default=1.0, gt=0)
     max_concurrency: int | None = Field(default=None, gt=0)
+    search: Literal["concurrency", "rate"] | None = None
+    min: float | None = Field(default=None, gt=0)
+    max: float | None = Field(default=None, gt=0)
+    slo: list[str] = Field(default_factory=list)
+    precision: float | None = Field(default=None, gt=0, lt=1)
 
     @model_validator(mode="after")
     def _some_level(self) -> LoadSpec:
+        if self.search is not None:
+            return self._a_search()
+        given = [k for k in ("min", "max", "precision") if getattr(self, k) is not None]
+        given += ["slo"] if self.slo else []
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for a capacity search (add `search: rate` "
+                             f"or `search: concurrency`)")
         if not self.concurrency and not self.rate:
-            raise ValueError("a load needs concurrency or rate values")
+            raise ValueError("a load needs concurrency or rate values, or a capacity search "
+                             "(search: rate or concurrency, with min, max and slo)")
         if any(c <= 0 for c in self.concurrency):
             raise ValueError("concurrency values must be > 0")
         if any(r <= 0 for r in self.rate):
             raise ValueError("rate values must be > 0")
         return self
+
+    def _a_search(self) -> LoadSpec:
+        kind = self.search
+        if self.concurrency or self.rate:
+            raise ValueError(f"search: {kind} takes min and max, not concurrency or rate lists "
+                             f"(put fixed levels in a load of their own)")
+        missing = [k for k in ("min", "max") if getattr(self, k) is None]
+        if missing:
+            raise ValueError(f"search: {kind} needs {' and '.join(missing)} (the load range)")
+        if kind == "concurrency":
+            for k in ("min", "max"):
+                if not float(getattr(self, k)).is_integer():
+                    raise ValueError(f"search: concurrency needs an integer {k}, "
+                                     f"got {getattr(self, k):g}")
+        if self.min >= self.max:
+            raise ValueError(f"search: {kind}: min {self.min:g} is not below max {self.max:g}")
+        if not self.slo:
+            raise ValueError(f"search: {kind} needs slo: the profiles whose capacity it "
+                             f"brackets (e.g. [interactive, server])")
+        for i, name in enumerate(self.slo):
+            if self.slo.index(name) != i:
+                raise ValueError(f"search: {kind}: slo names {name!r} twice")
+        return self
+
+    @property
+    def search_precision(self) -> float:
+        """The bracket a search stops at: fail / pass <= 1 + precision."""
+        return DEFAULT_SEARCH_PRECISION if self.precision is None else self.precision
 
 
 class WorkloadsSpec(_Strict):
@@ -444,4 +489,22 @@ def load_spec(path: str | Path) -> MatrixSpec:
     models = [_read_model_config(m, base, f"models[{i}]", source) for i, m in enumerate(spec.models)]
     _check_unique([lp.name for lp in spec.workloads.lengths], source,
                   "workloads.lengths[{}].name", "name")
+    check_search_profiles(spec, source)
     return spec.model_copy(update={"models": models})
+
+
+def check_search_profiles(spec: MatrixSpec, source: str, profiles_path: str | Path | None = None
+                          ) -> None:
+    """Every profile a capacity search names is in the profiles file the runs load."""
+    if not any(load.search for load in spec.workloads.loads):
+        return
+    from servecat.profiles import DEFAULT_PROFILES, load_profiles
+
+    path = profiles_path or DEFAULT_PROFILES
+    known = [p.name for p in load_profiles(path, need_weights=False)]
+    for i, load in enumerate(spec.workloads.loads):
+        for j, name in enumerate(load.slo):
+            if name not in known:
+                raise SpecError(source, f"workloads.loads[{i}].slo[{j}]",
+                                f"unknown profile {shown(name)} (profiles in {path}: "
+                                f"{', '.join(known)})")

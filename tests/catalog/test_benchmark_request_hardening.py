@@ -93,12 +93,13 @@ def test_non_finite_overrides_are_422(live, literal):
 
 
 def test_a_huge_grid_is_refused_by_its_size(live):
-    # 1000 x 1000 x 2000 engine args x 2 quantizations x 8 template workloads: counted.
+    # 1000 x 1000 x 2000 engine args x 2 quantizations x 2 template workloads (capacity
+    # searches, one config each): counted.
     grid = {"a": list(range(1000)), "b": list(range(1000)), "c": list(range(2000))}
     overrides = {"engines": [{"name": "builtin", "args": grid}]}
     r = post(live, {"model": "org/m", "matrix_overrides": overrides})
-    assert_refused(live, r, 422, "matrix_overrides: the matrix has 32,000,000,000 configs "
-                                 "(4,000,000,000 deployments x 8 workloads), over the cap of 20,000",
+    assert_refused(live, r, 422, "matrix_overrides: the matrix has 8,000,000,000 configs "
+                                 "(4,000,000,000 deployments x 2 workloads), over the cap of 20,000",
                    param="matrix_overrides")
 
 
