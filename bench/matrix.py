@@ -21,7 +21,7 @@ import pandas as pd
 
 from bench.spec import MatrixSpec, load_spec
 from servecat import __version__
-from servecat.engines import KV_BYTES, WEIGHT_BYTES, supported
+from servecat.engines import KV_BYTES, WEIGHT_BYTES, supported, unsupported_scale
 from servecat.errors import SpecError
 from servecat.hardware import hardware_key, load_hardware
 
@@ -204,6 +204,9 @@ def _deployments(spec: MatrixSpec, table: dict, pruned: Counter, n_workloads: in
                             weights = model.parameters * WEIGHT_BYTES[quant]
                             if not supported(engine.name, hw.name, quant):
                                 reason = REASON_ENGINE
+                            elif scale := unsupported_scale(engine.name, count,
+                                                            args["tensor_parallel_size"]):
+                                reason = scale
                             elif count % args["tensor_parallel_size"]:
                                 reason = REASON_TP
                             else:

@@ -42,6 +42,25 @@ SUPPORT: dict[str, dict[str, frozenset[str]]] = {
 }
 
 
+# engine -> (most tensor-parallel ranks, most GPUs one server uses). Our engine runs on one
+# device; the managed engines shard over a node's GPUs; a remote endpoint is whatever it is.
+SCALE: dict[str, tuple[int, int]] = {
+    "builtin": (1, 1), "vllm": (8, 8), "runpod": (8, 8), "openai": (8, 8),
+    "tgi": (8, 8), "lmdeploy": (8, 8), "sglang": (8, 8),
+}
+
+
+def unsupported_scale(engine: str, gpu_count: int, tensor_parallel_size: int) -> str | None:
+    """Why ENGINE cannot serve on GPU_COUNT GPUs with TENSOR_PARALLEL_SIZE, or None."""
+    max_tp, max_gpus = SCALE.get(engine, (1, 1))
+    if tensor_parallel_size > max_tp:
+        return (f"engine {engine} has no tensor parallelism beyond {max_tp}" if max_tp > 1
+                else f"engine {engine} has no tensor parallelism")
+    if gpu_count > max_gpus:
+        return f"engine {engine} uses at most {max_gpus} GPU{'s' if max_gpus > 1 else ''}"
+    return None
+
+
 def platform_of(hardware: str) -> str:
     """`cpu` for the CPU host, `cuda` for every GPU type."""
     return "cpu" if hardware == "cpu" else "cuda"
