@@ -57,3 +57,20 @@ def test_degenerate_groups_score_one():
     same = np.ones((4, 2))
     assert topsis(same, [True, False], [1, 1]).tolist() == [1.0] * 4
     assert PreparedTopsis.prepare(same, [True, False]).score([1, 1]).tolist() == [1.0] * 4
+
+
+def test_build_and_query_paths_agree_on_every_shipped_profile():
+    """TOPSIS runs twice: scikit-criteria when the catalog is built, numpy at query time
+    (PreparedTopsis, so custom weights cost no rebuild). Pinned together on the real profiles."""
+    from catalog.config import CRITERIA
+    from servecat.profiles import load_profiles
+
+    rng = np.random.default_rng(7)
+    names = list(CRITERIA)
+    matrix = rng.lognormal(0, 1, (300, len(names))) * rng.uniform(0.1, 1000, len(names))
+    maximize = [CRITERIA[c] == "max" for c in names]
+    prepared = PreparedTopsis.prepare(matrix, maximize)
+    for profile in load_profiles():
+        weights = [profile.weights.get(c, 0.0) for c in names]
+        np.testing.assert_allclose(topsis(matrix, maximize, weights), prepared.score(weights),
+                                   rtol=0, atol=1e-9, err_msg=profile.name)
