@@ -10,7 +10,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test dev lint clean vllm-env vllm-env-optional
+.PHONY: install demo test dev lint clean vllm-env vllm-env-optional peers-env chromium-optional
 
 install: $(STAMP)
 
@@ -32,7 +32,7 @@ $(DAGSTER_HOME)/dagster.yaml: $(LOCAL_INSTANCE)
 demo: install vllm-env-optional $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/servecat demo configs/demo.yaml
 
-test: install vllm-env-optional
+test: install vllm-env-optional chromium-optional
 	$(BIN)/python -m pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
@@ -62,5 +62,24 @@ $(VLLM_VENV)/.installed:
 vllm-env-optional:
 	@$(MAKE) --no-print-directory vllm-env || echo "WARNING: vLLM environment not built; vLLM test and demo deployment skipped"
 
+# The load generators we compare ours with (`servecat perf loadgen`), each in its own venv:
+# AIPerf needs no torch; GuideLLM needs torch==2.13.0 beside it (the CPU build, as ours).
+PEERS_VENV ?= $(HOME)/.cache/servecat/peers-venv
+export SERVECAT_PEERS_VENV := $(PEERS_VENV)
+
+peers-env: $(PEERS_VENV)/.installed
+
+$(PEERS_VENV)/.installed:
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install -q torch==2.13.0 aiperf guidellm
+	touch $@
+
 clean:
 	rm -rf .servecat
+
+# Headless Chromium for the page's browser test (tests/catalog/test_page_browser.py), from
+# Debian's package. Best effort: without it (no root, no registry) that test is skipped and
+# says why.
+chromium-optional:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) || echo "WARNING: chromium not installed; the page's browser test is skipped"

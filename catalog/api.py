@@ -26,14 +26,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bench.request_spec import RequestError, check_model, check_request, public_reason
 from bench.spec import shown
 from catalog.benchmark_requests import BenchmarkRequest, BenchmarkRequests
 from catalog.config import ConfigError, load_hardware, load_profiles
+from catalog.docs import mount_docs
 from catalog.errors import NotFound, QueryError
 from catalog.index import CatalogIndex
-from catalog.page import message_page, render_page
+from catalog.openapi import BODIES, responses
+from catalog.page import answer_page, message_page, mount_assets
 from catalog.params import (
     CATALOG_PARAMS,
     PAGE_PARAMS,
@@ -43,6 +46,7 @@ from catalog.params import (
     parse_query,
 )
 from catalog.recommend_api import mount as mount_recommend
+from catalog.recommend_query import REBUILD
 from catalog.snapshots import HOW_TO_BUILD, load_snapshot, read_pointer
 
 log = logging.getLogger("servecat.api")
@@ -237,20 +241,30 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
     # FastAPI's built-in OpenTelemetry hooks run on every request; nothing here exports traces.
     no_telemetry = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
     app = FastAPI(title="servecat catalog API", lifespan=lifespan, telemetry=no_telemetry,
-                  description="Ranked LLM serving configurations: cost, latency, SLOs, Pareto "
-                              "fronts and TOPSIS recommendations per model and profile.")
+                  docs_url=None, redoc_url=None,  # mount_docs serves /docs from local files
+                  description="LLM serving deployments ranked at their operating points per "
+                              "model, traffic and profile, sized for a demand; the measured "
+                              "curves and the raw per-config rows underneath. Every error "
+                              "answers `{\"error\": ..., \"parameter\": ...}`.")
     app.state.holder = holder
     app.state.requests = requests_store
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(ServerTiming)
+    mount_docs(app)
+    mount_assets(app)
 
     @app.exception_handler(QueryError)
     async def query_error(_: Request, exc: QueryError) -> Response:
         return _error(exc.status, exc.message, exc.param)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> Response:
-        return _error(exc.status_code, str(exc.detail), headers=exc.headers)
+    # Starlette's class, not FastAPI's subclass: unknown routes (404) and methods (405) too.
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail)
+        if exc.status_code in (404, 405):  # the router's own: say what was asked and where to look
+            message = (f"{message}: {request.method} {shown(request.url.path)}; the API's routes "
+                       f"are listed at /docs")
+        return _error(exc.status_code, message, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> Response:
@@ -264,7 +278,10 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
         log.exception("unexpected error")
         return _error(500, f"internal error: {type(exc).__name__}")
 
-    @app.get("/healthz", summary="Liveness and the catalog snapshot in use")
+    @app.get("/healthz", summary="Liveness and the catalog snapshot in use",
+             responses={**responses("health"), 503: {
+                 "description": "no catalog snapshot loaded yet: `hint` says how to build one",
+                 "content": {"application/json": {"schema": BODIES["health"]}}}})
     async def healthz() -> Response:
         index = holder.index
         if index is None:
@@ -274,7 +291,8 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
                       "loaded_at": holder.loaded_at, "rows": index.n, "models": len(index.model_names),
                       "reload_error": holder.last_error}, snapshot=index.snapshot_id)
 
-    @app.get("/v1/models", summary="Models in the catalog with their config counts")
+    @app.get("/v1/models", summary="Models in the catalog with their config counts",
+             responses=responses("models", 422, 503))
     async def models(request: Request) -> Response:
         _check_params(request, set())
         index = holder.require()
@@ -289,7 +307,8 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
         except ConfigError as exc:
             raise HTTPException(503, f"no catalog yet and {exc}; {HOW_TO_BUILD}") from None
 
-    @app.get("/v1/profiles", summary="Profiles: SLOs and TOPSIS weights")
+    @app.get("/v1/profiles", summary="Profiles: SLOs and TOPSIS weights",
+             responses=responses("profiles", 422, 503))
     async def profiles(request: Request) -> Response:
         _check_params(request, set())
         index = holder.index
@@ -297,7 +316,8 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
             return _json({"snapshot": index.snapshot_id, "profiles": list(index.profiles.values())})
         return _json({"snapshot": None, "profiles": _from_configs("profiles")})
 
-    @app.get("/v1/hardware", summary="Hardware types with on-demand and spot $/GPU-hour")
+    @app.get("/v1/hardware", summary="Hardware types with on-demand and spot $/GPU-hour",
+             responses=responses("hardware", 422, 503))
     async def hardware(request: Request) -> Response:
         _check_params(request, set())
         index = holder.index
@@ -309,7 +329,8 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
              description="Rows sorted by `sort`, `limit` per page; pass `next_cursor` back as "
                          "`cursor` with the same other parameters for the next page. A cursor "
                          "from an older catalog snapshot answers 410: start again without it.",
-             openapi_extra=openapi_parameters(CATALOG_PARAMS))
+             openapi_extra=openapi_parameters(CATALOG_PARAMS),
+             responses=responses("catalog", 404, 410, 422, 503))
     async def catalog(request: Request) -> Response:
         args = parse_query(request.query_params, CATALOG_PARAMS)
         index = holder.require()
@@ -318,7 +339,8 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
     mount_recommend(app, holder)  # /v1/recommend and /v1/curves: deployments, not configs
 
     @app.get("/v1/pareto", summary="The Pareto front of a model (throughput/GPU, p99s, cost)",
-             openapi_extra=openapi_parameters(PARETO_PARAMS))
+             openapi_extra=openapi_parameters(PARETO_PARAMS),
+             responses=responses("pareto", 404, 422, 503))
     async def pareto(request: Request) -> Response:
         args = parse_query(request.query_params, PARETO_PARAMS)
         index = holder.require()
@@ -343,6 +365,7 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
 
     @app.post("/v1/benchmark-requests", status_code=201,
               summary="Ask for a model to be benchmarked (API key required)",
+              responses=responses("request", 400, 401, 413, 422, ok=201),
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": BenchmarkRequestIn.model_json_schema()}}}})
     async def create_request(request: Request) -> Response:
@@ -365,7 +388,8 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
         return _request_json(created, 201)
 
     @app.get("/v1/benchmark-requests/{request_id}",
-             summary="A benchmark request and its status (API key required)")
+             summary="A benchmark request and its status (API key required)",
+             responses=responses("request", 401, 404, 422))
     async def get_request(request: Request, request_id: str) -> Response:
         _authorize(request)
         found = await run_in_threadpool(requests_store.get, request_id)
@@ -373,21 +397,23 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
             raise NotFound(f"benchmark request {shown(request_id)} not found", "request_id")
         return _request_json(found)
 
-    @app.get("/", response_class=HTMLResponse, summary="HTML page: a model's catalog and Pareto chart",
-             openapi_extra=openapi_parameters(PAGE_PARAMS))
+    @app.get("/", response_class=HTMLResponse,
+             summary="HTML page: pick a model, profile, traffic and demand; see the ranked "
+                     "deployments, their curves and cost against capacity",
+             openapi_extra=openapi_parameters(PAGE_PARAMS),
+             responses=responses(None, 404, 422, 503, html=True))
     async def page(request: Request) -> Response:
-        query = request.query_params
-        model, profile = query.get("model"), query.get("profile")
         index = holder.index
         if index is None:
             return HTMLResponse(message_page("no catalog yet", HOW_TO_BUILD), 503)
-        if not index.model_names:
-            return HTMLResponse(message_page("empty catalog", "the catalog has no rows"), 503)
-        model = model or index.model_names[0]
-        profile = profile or sorted(index.profiles)[0]
-        try:
-            return HTMLResponse(render_page(index, model, profile))
-        except NotFound as exc:
-            return HTMLResponse(message_page("not found", exc.message), 404)
+        if index.deployments is None:
+            return HTMLResponse(message_page("catalog snapshot too old", f"snapshot "
+                                             f"{index.snapshot_id} has no deployment table; "
+                                             f"{REBUILD}"), 503)
+        if not index.deployments.models:
+            return HTMLResponse(message_page("empty catalog", "the catalog has no deployments"),
+                                503)
+        html, status = answer_page(index, index.deployments, request.query_params)
+        return HTMLResponse(html, status)
 
     return app

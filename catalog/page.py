@@ -1,106 +1,160 @@
-"""The HTML page at `/`: a model × profile's top configs and its Pareto chart as inline SVG.
+"""The HTML page at `/`: a form that asks the catalog's question (model, profile, traffic,
+demand, filters) and the answer, drawn in the browser by static/page.js from /v1/recommend and
+/v1/curves: the page is a client of the public API, so it shows exactly what a client gets.
 
-Self-contained (no scripts, no external assets), so it works with no network at all.
+Everything it loads is served by the API itself (static/), so it works with no network.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from html import escape
+from pathlib import Path
+from typing import Any
 
-import numpy as np
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
+from starlette.types import Scope
 
+from catalog.errors import QueryError
 from catalog.index import CatalogIndex
+from catalog.params import PAGE_PARAMS, parse_query
+from catalog.recommend_query import DeploymentIndex
 
-WIDTH, HEIGHT, PAD = 720, 400, 56
-MAX_POINTS = 1500
-TABLE_FIELDS = ("rank", "hardware", "gpu_count", "engine", "quantization", "max_num_seqs", "load",
-                "concurrency", "rate", "output_tokens_per_s_per_gpu", "ttft_p99_ms", "tpot_p99_ms",
-                "cost_per_mtok_on_demand", "slo_attainment", "pareto", "topsis_score", "rank_note")
-
-STYLE = """body{font:14px system-ui,sans-serif;margin:24px;color:#222}
-table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3}td.l{text-align:left}.muted{color:#777}svg text{font:11px sans-serif}"""
+STATIC = Path(__file__).parent / "static"
+STATIC_URL = "static/page"  # relative, like every URL of the page: it works under a path prefix
+STYLE = ("body{font:14px system-ui,sans-serif;margin:24px;color:#222}"
+         ".muted{color:#777}")
 
 
-def _fmt(v: object) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+class Revalidated(StaticFiles):
+    """Static files a browser revalidates before each use (a 304 when unchanged): after an
+    upgrade it never runs a cached old chart.js under a new page.js."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
-def _select(name: str, options: list[str], chosen: str) -> str:
-    opts = "".join(f'<option{" selected" if o == chosen else ""}>{escape(o)}</option>'
-                   for o in options)
-    return f'<label>{name} <select name="{name}">{opts}</select></label> '
+def mount_assets(app: FastAPI) -> None:
+    """Serve static/ at STATIC_URL: the page's script and stylesheet."""
+    app.mount("/" + STATIC_URL, Revalidated(directory=STATIC), name="page-assets")
 
 
-def chart_svg(index: CatalogIndex, model: str, profile: str) -> str:
-    """Scatter of throughput per GPU vs p99 TTFT (log scale) for the group; the front in red."""
-    g = index.group(model, profile)
-    rows = np.arange(g.start, g.start + g.ranked)
-    if not len(rows):
-        return '<p class="muted">no ranked configs to chart</p>'
-    front = rows[index.arrays["pareto"][rows]]
-    # A deterministic stride sample keeps the page small; front points are always drawn.
-    sample = rows[:: max(1, len(rows) // MAX_POINTS)]
-    x_all = index.arrays["ttft_p99_ms"][rows]
-    y_all = index.arrays["output_tokens_per_s_per_gpu"][rows]
-    x_lo, x_hi = math.log10(max(np.nanmin(x_all), 1e-3)), math.log10(max(np.nanmax(x_all), 1e-3))
-    y_hi = float(np.nanmax(y_all)) or 1.0
-    x_span = (x_hi - x_lo) or 1.0
-
-    def xy(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = PAD + (np.log10(np.maximum(index.arrays["ttft_p99_ms"][r], 1e-3)) - x_lo) / x_span * (WIDTH - 2 * PAD)
-        y = HEIGHT - PAD - index.arrays["output_tokens_per_s_per_gpu"][r] / y_hi * (HEIGHT - 2 * PAD)
-        return x, y
-
-    sx, sy = xy(sample)
-    fx, fy = xy(front[np.argsort(index.arrays["ttft_p99_ms"][front])])
-    dots = "".join(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="2" fill="#9ab"/>' for a, b in zip(sx, sy, strict=True))
-    front_dots = "".join(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="#d33"/>'
-                         for a, b in zip(fx, fy, strict=True))
-    ticks = "".join(
-        f'<text x="{PAD + (e - x_lo) / x_span * (WIDTH - 2 * PAD):.1f}" y="{HEIGHT - PAD + 16}" '
-        f'text-anchor="middle">{10 ** e:g}</text>'
-        for e in range(math.ceil(x_lo), math.floor(x_hi) + 1))
-    return (f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-            f'role="img" aria-label="Pareto chart">'
-            f'<rect x="{PAD}" y="{PAD}" width="{WIDTH - 2 * PAD}" height="{HEIGHT - 2 * PAD}" '
-            f'fill="none" stroke="#888"/>{dots}{front_dots}{ticks}'
-            f'<text x="{WIDTH / 2}" y="{HEIGHT - 12}" text-anchor="middle">p99 TTFT (ms, log)</text>'
-            f'<text x="14" y="{HEIGHT / 2}" transform="rotate(-90 14 {HEIGHT / 2})" '
-            f'text-anchor="middle">output tokens/s per GPU</text>'
-            f'<text x="{PAD}" y="{PAD - 8}">0 – {y_hi:.4g} tokens/s per GPU; '
-            f'red: Pareto front ({len(front)}), grey: {len(sample)} of {len(rows)} configs</text></svg>')
+def answer_page(index: CatalogIndex, deployments: DeploymentIndex,
+                query: Mapping[str, str]) -> tuple[str, int]:
+    """The page for QUERY and its status: 200, or the 4xx /v1/recommend would answer (the
+    page then shows the message beside the form, so the person can fix the field)."""
+    values = _with_defaults(deployments, dict(query))
+    try:  # the same parse and checks as /v1/recommend: the page answers what the API would
+        args = parse_query(values, PAGE_PARAMS)
+        deployments.recommend(**args, limit=1)
+        error, status = None, 200
+    except QueryError as exc:
+        error, status = exc, exc.status
+    return _page(index, deployments, values, error), status
 
 
-def render_page(index: CatalogIndex, model: str, profile: str, top: int = 20) -> str:
-    """The page for MODEL and PROFILE (both already checked to exist)."""
-    result = index.recommend(model=model, profile=profile, top=top)
-    header = "".join(f"<th>{escape(f)}</th>" for f in TABLE_FIELDS)
-    body = "".join(
-        "<tr>" + "".join(f'<td{" class=l" if isinstance(item[f], str) else ""}>{escape(_fmt(item[f]))}</td>'
-                         for f in TABLE_FIELDS) + "</tr>"
-        for item in result["items"])
-    info = index.profiles.get(profile, {})
-    slo = (f"SLO: p99 TTFT ≤ {_fmt(info.get('ttft_p99_ms'))} ms, p99 TPOT ≤ "
-           f"{_fmt(info.get('tpot_p99_ms'))} ms") if "ttft_p99_ms" in info else ""
-    form = (f'<form method="get">{_select("model", index.model_names, model)}'
-            f'{_select("profile", sorted(index.profiles), profile)}<button>show</button></form>')
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>servecat catalog: "
-            f"{escape(model)} / {escape(profile)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>servecat catalog</h1>{form}<p>{escape(model)} · profile <b>{escape(profile)}</b> "
-            f"· {escape(slo)} · {result['matching']} ranked configs · snapshot "
-            f"<code>{escape(index.snapshot_id)}</code></p>{chart_svg(index, model, profile)}"
-            f"<h2>Top {len(result['items'])}</h2><table><tr>{header}</tr>{body}</table>"
-            f'<p class="muted">JSON: <a href="/docs">/docs</a></p></body></html>')
+def _with_defaults(deployments: DeploymentIndex, values: dict[str, str]) -> dict[str, str]:
+    """VALUES with a model, a profile and, when no traffic is given, the model's first
+    measured length profile. (page.js leaves empty fields out of the URL.)"""
+    out = dict(values)
+    out.setdefault("model", deployments.models[0])
+    out.setdefault("profile", next(iter(deployments.profiles)))
+    measured = sorted(deployments.lengths.get(out["model"], {}))
+    if measured and not {"lengths", "input_tokens", "output_tokens"} & set(out):
+        out["lengths"] = measured[0]
+    return out
+
+
+def _page(index: CatalogIndex, deployments: DeploymentIndex, values: dict[str, str],
+          error: QueryError | None) -> str:
+    model, profile = values["model"], values["profile"]
+    found = (f'<p class="error" id="error" data-parameter="{escape(error.param or "")}">'
+             f"{escape(error.message)}</p>" if error else
+             '<p class="muted">Asking the catalog…</p>')
+    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>servecat: {escape(model)} · {escape(profile)}</title>"
+            f'<link rel="stylesheet" href="{STATIC_URL}/page.css"></head><body>'
+            f"<h1>servecat: which deployment should serve this model?</h1>"
+            f"{_form(deployments, values)}"
+            f'<main id="answer" data-state="loading">{found}'
+            f"<noscript><p>This page draws its answer with JavaScript; the same answer as "
+            f'JSON: <a href="v1/recommend">/v1/recommend</a>.</p></noscript></main>'
+            f'<p class="muted">Snapshot <code>{escape(index.snapshot_id)}</code> · API: '
+            f'<a href="docs">/docs</a> · raw per-config rows: '
+            f'<a href="v1/catalog?model={escape(model)}">/v1/catalog</a></p>'
+            f'<script type="module" src="{STATIC_URL}/page.js"></script></body></html>')
+
+
+def _form(deployments: DeploymentIndex, values: dict[str, str]) -> str:
+    model, profile = values["model"], values["profile"]
+    lengths = deployments.lengths.get(model, {})
+    length_options = [("", "nearest to the tokens →"),
+                      *((k, f"{k} ({_tokens(v)})") for k, v in sorted(lengths.items()))]
+    by_name = "lengths" in values
+    about = deployments.profiles.get(profile, {})
+    slo = ", ".join(f"{label} ≤ {about[key]:g}{unit}" for key, label, unit in (
+        ("ttft_p99_ms", "p99 TTFT", " ms"), ("tpot_p99_ms", "p99 TPOT", " ms"))
+        if isinstance(about.get(key), int | float))
+    any_of = [("", "any")]
+    return (
+        '<form id="query" method="get" action="">'
+        "<fieldset><legend>What to serve</legend>"
+        + _select("model", "model", [(m, m) for m in deployments.models], model)
+        + _select("profile", "profile (SLOs + weights)",
+                  [(p, p) for p in deployments.profiles], profile)
+        + f'<span class="hint">{escape(str(about.get("description", "")))}'
+          f'{" · " if slo else ""}{escape(slo)}</span></fieldset>'
+        "<fieldset><legend>Your traffic</legend>"
+        + _select("lengths", "length profile", length_options, values.get("lengths", ""))
+        + _number("input_tokens", "or mean input tokens", values, disabled=by_name)
+        + _number("output_tokens", "and mean output tokens", values, disabled=by_name)
+        + _number("demand_rps", "demand (requests/s)", values)
+        + "</fieldset><fieldset><legend>Limits</legend>"
+        + _select("hardware", "hardware", any_of + _pairs(deployments.known["hardware"]),
+                  values.get("hardware", ""))
+        + _select("engine", "engine", any_of + _pairs(deployments.known["engine"]),
+                  values.get("engine", ""))
+        + _select("quantization", "quantization",
+                  any_of + _pairs(deployments.known["quantization"]),
+                  values.get("quantization", ""))
+        + _number("max_gpus", "max GPUs in all", values, step="1", low="1")
+        + _number("max_usd_per_hour", "max $/hour in all", values)
+        + "<button>Show</button></fieldset></form>")
+
+
+def _pairs(names: list[str]) -> list[tuple[str, str]]:
+    return [(n, n) for n in names]
+
+
+def _select(name: str, label: str, options: list[tuple[str, str]], chosen: str) -> str:
+    known = {value for value, _ in options}
+    if chosen not in known:  # a value typed into the URL: keep it visible, the API judges it
+        options = [*options, (chosen, chosen)]
+    opts = "".join(f'<option value="{escape(v)}"{" selected" if v == chosen else ""}>'
+                   f"{escape(text)}</option>" for v, text in options)
+    return f'<label>{escape(label)}<select name="{name}">{opts}</select></label>'
+
+
+def _number(name: str, label: str, values: Mapping[str, Any], step: str = "any",
+            low: str = "0", disabled: bool = False) -> str:
+    value = escape(str(values.get(name, "")))
+    return (f'<label>{escape(label)}<input type="number" name="{name}" min="{low}" '
+            f'step="{step}" value="{value}"{" disabled" if disabled else ""}></label>')
+
+
+def _tokens(pair: tuple[float, float]) -> str:
+    i, o = pair
+    return f"{i:g} in / {o:g} out" if math.isfinite(i) and math.isfinite(o) else "token counts unknown"
 
 
 def message_page(title: str, message: str) -> str:
-    """A plain page for errors (no catalog yet, unknown model)."""
+    """A plain page for when there is nothing to ask (no catalog yet, an old snapshot)."""
     return (f"<!doctype html><html><head><meta charset=utf-8><title>{escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{escape(title)}</h1><p>{escape(message)}</p>"
             f"</body></html>")

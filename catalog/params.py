@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from catalog.errors import InvalidParameter
@@ -79,6 +79,13 @@ def openapi_parameters(params: tuple[Param, ...]) -> dict[str, Any]:
     return {"parameters": [p.openapi() for p in params]}
 
 
+# Upper bounds far past any real fleet: they keep replica counts and echoed filters within what
+# JSON encoders accept (a demand of 1e300 req/s asked for a 300-digit replica count).
+MAX_TOKENS = 10_000_000
+MAX_DEMAND_RPS = 1e9
+MAX_GPUS = 10_000_000
+MAX_USD_PER_HOUR = 1e9
+
 CATALOG_PARAMS = (
     Param("model", description="model id, exactly as in /v1/models"),
     Param("profile", description="only this profile's rows"),
@@ -94,16 +101,21 @@ RECOMMEND_PARAMS = (
     Param("profile", required=True, description="profile name, as in /v1/profiles"),
     Param("lengths", description="length profile of your traffic (e.g. chat); or give "
                                  "input_tokens and output_tokens instead"),
-    Param("input_tokens", "float", gt=0, description="mean prompt tokens of your traffic: the "
-                                                     "nearest measured length profile answers"),
-    Param("output_tokens", "float", gt=0, description="mean output tokens of your traffic"),
-    Param("demand_rps", "float", gt=0, description="your traffic in requests/s: sizes replicas, "
-                                                   "GPUs and $/hour per deployment"),
+    Param("input_tokens", "float", gt=0, le=MAX_TOKENS,
+          description="mean prompt tokens of your traffic: the nearest measured length profile "
+                      "answers"),
+    Param("output_tokens", "float", gt=0, le=MAX_TOKENS,
+          description="mean output tokens of your traffic"),
+    Param("demand_rps", "float", gt=0, le=MAX_DEMAND_RPS,
+          description="your traffic in requests/s: sizes replicas, GPUs and $/hour per "
+                      "deployment"),
     Param("hardware", description="hardware type (h100) or name (h100x2)"),
     Param("engine"),
     Param("quantization"),
-    Param("max_gpus", "int", ge=1, description="GPUs in all (replicas × GPUs per replica)"),
-    Param("max_usd_per_hour", "float", gt=0, description="on-demand $/hour in all"),
+    Param("max_gpus", "int", ge=1, le=MAX_GPUS,
+          description="GPUs in all (replicas × GPUs per replica)"),
+    Param("max_usd_per_hour", "float", gt=0, le=MAX_USD_PER_HOUR,
+          description="on-demand $/hour in all"),
     Param("limit", "int", default=50, ge=1, le=1000),
 )
 CURVES_PARAMS = (
@@ -114,4 +126,5 @@ PARETO_PARAMS = (
     Param("model", required=True, description="model id, exactly as in /v1/models"),
     Param("profile", required=True, description="profile name (for its ranks)"),
 )
-PAGE_PARAMS = (Param("model"), Param("profile"))
+# The HTML page takes what /v1/recommend takes, every one optional: it fills in defaults.
+PAGE_PARAMS = tuple(replace(p, required=False) for p in RECOMMEND_PARAMS if p.name != "limit")

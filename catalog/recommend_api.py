@@ -12,6 +12,7 @@ from fastapi.responses import Response
 
 from catalog.errors import Unavailable
 from catalog.index import CatalogIndex
+from catalog.openapi import responses
 from catalog.params import CURVES_PARAMS, RECOMMEND_PARAMS, openapi_parameters, parse_query
 from catalog.recommend_query import REBUILD, DeploymentIndex
 
@@ -48,14 +49,16 @@ def mount(app: FastAPI, holder: Holder) -> None:
                          "P(#1), P(top 3) and Pareto flag; with `demand_rps` the replicas, GPUs "
                          "and $/hour that serve it. Deployments without capacity are listed "
                          "under `unranked` with the reason. Load levels are never ranked.",
-             openapi_extra=openapi_parameters(RECOMMEND_PARAMS))
+             openapi_extra=openapi_parameters(RECOMMEND_PARAMS),
+             responses=responses("recommend", 404, 422, 503))
     async def recommend(request: Request) -> Response:
         args = parse_query(request.query_params, RECOMMEND_PARAMS)
         index = holder.require()
         return _json(deployments_of(index).recommend(**args), index)
 
     @app.get("/v1/curves", summary="A deployment's measured load levels, with p99 intervals",
-             openapi_extra=openapi_parameters(CURVES_PARAMS))
+             openapi_extra=openapi_parameters(CURVES_PARAMS),
+             responses=responses("curves", 404, 422, 503))
     async def curves(request: Request) -> Response:
         args = parse_query(request.query_params, CURVES_PARAMS)
         index = holder.require()

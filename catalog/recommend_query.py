@@ -300,7 +300,9 @@ def _serving(sizing: dict[str, np.ndarray], i: int, lower_bound: bool) -> dict[s
     """Row I of the sizing, counts as integers; a lower-bound capacity makes them upper bounds."""
     out = {k: _native(v[i]) for k, v in sizing.items()}
     for k in ("replicas", "gpus", "replicas_at_capacity_lo"):
-        out[k] = None if out[k] is None else int(out[k])
+        # Past 2**53 a float is no longer a whole count, and JSON encoders refuse big integers.
+        if out[k] is not None and abs(out[k]) < 2**53:
+            out[k] = int(out[k])
     out["upper_bound"] = bool(lower_bound)  # capacity >= its value: fewer replicas may do
     return out
 

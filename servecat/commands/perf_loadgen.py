@@ -22,7 +22,11 @@ from bench.search import double_then_bisect
 
 RATE_TOLERANCE = 0.02
 MAX_DISPATCH_LAG_MS = 5.0
-PEER_CANDIDATES = (".venv-aiperf/bin/aiperf", ".venv-peers/bin/aiperf")
+# `make peers-env` builds the peers' venv once per machine (SERVECAT_PEERS_VENV).
+PEERS_VENV = Path(os.environ.get("SERVECAT_PEERS_VENV",
+                                 Path.home() / ".cache" / "servecat" / "peers-venv"))
+PEER_CANDIDATES = (str(PEERS_VENV / "bin" / "aiperf"), ".venv-aiperf/bin/aiperf",
+                   ".venv-peers/bin/aiperf")
 
 
 def sustained(achieved: float | None, target: float, lag_p99_ms: float | None, failed: int) -> bool:

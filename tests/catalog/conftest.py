@@ -16,7 +16,12 @@ import uvicorn
 from catalog import build_catalog, load_hardware, load_profiles
 from catalog.recommend import build_deployments
 from catalog.snapshots import write_snapshot
-from catalog.synthetic import synthetic_requests, synthetic_summary
+from catalog.synthetic import (
+    SWEEP_DEPLOYMENTS,
+    synthetic_requests,
+    synthetic_summary,
+    synthetic_sweep,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -50,6 +55,20 @@ def catalog_df(summary, requests_table, hardware, profiles) -> pd.DataFrame:
 def deployment_tables(summary, requests_table, hardware, profiles) -> dict[str, pd.DataFrame]:
     """The deployment and load-level tables a snapshot stores beside catalog_df."""
     return build_deployments(summary, requests_table, hardware, profiles, draws=100).tables()
+
+
+SWEEP_MODEL = "org/model-a"
+# A deployment too slow to hold any profile's SLOs at its lowest load: it is listed unranked.
+SLOW = {"hardware": "a100-80gb", "gpu_count": 1, "engine": "builtin", "quantization": "fp16",
+        "speed": 0.05, "name": "slow"}
+
+
+@pytest.fixture(scope="session")
+def sweep_tables(hardware, profiles):
+    """(config-level catalog, Deployments) of deployments that each swept every load level."""
+    summary, requests = synthetic_sweep((*SWEEP_DEPLOYMENTS, SLOW), seed=11)
+    configs = build_catalog(summary, requests, hardware, profiles)
+    return configs, build_deployments(summary, requests, hardware, profiles, draws=200)
 
 
 @pytest.fixture
@@ -118,4 +137,16 @@ def shared_live(tmp_path_factory, catalog_df, deployment_tables) -> Iterator[Liv
     write_snapshot(catalog_df, root, tables=deployment_tables)
     app = create_app(root, configs_dir=REPO / "configs", api_keys=[SHARED_KEY])
     with LiveServer(app) as live:
+        yield live
+
+
+@pytest.fixture(scope="session")
+def sweep_live(tmp_path_factory, sweep_tables) -> Iterator[LiveServer]:
+    """One read-only server over sweep_tables, for the deployment endpoints and the page."""
+    from catalog.api import create_app
+
+    configs, deployments = sweep_tables
+    root = tmp_path_factory.mktemp("sweep") / "store"
+    write_snapshot(configs, root, tables=deployments.tables())
+    with LiveServer(create_app(root, configs_dir=REPO / "configs")) as live:
         yield live

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
-from xml.etree import ElementTree
 
 import pytest
 
+from catalog.params import PAGE_PARAMS
 from catalog.snapshots import latest_id, write_snapshot
 
 KEY = "test-key-123"
@@ -123,17 +124,73 @@ def test_pareto_endpoint(live, catalog_df, model):
 
 
 def test_html_page(live, model):
-    page = live.client.get("/", params={"model": model, "profile": "server"})
+    page = live.client.get("/", params={"model": model, "profile": "server", "demand_rps": 3})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert "<svg" in page.text and model in page.text and "Pareto front" in page.text
-    svg = page.text[page.text.index("<svg"):page.text.index("</svg>") + len("</svg>")]
-    root = ElementTree.fromstring(svg)  # well-formed, with a red dot per front config
-    front = [c for c in root.iter("{http://www.w3.org/2000/svg}circle") if c.get("fill") == "#d33"]
-    assert front
-    assert "http://" not in page.text.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    assert live.client.get("/").status_code == 200
+    assert model in page.text and 'value="3"' in page.text
+    # A form field for every parameter the page passes on to /v1/recommend.
+    for param in PAGE_PARAMS:
+        assert f'name="{param.name}"' in page.text, param.name
+    # Offline: everything it loads is a relative URL the API itself serves.
+    assert "http://" not in page.text and "https://" not in page.text
+    assets = re.findall(r'(?:src|href)="(static/[^"]+)"', page.text)
+    assert {"static/page/page.js", "static/page/page.css"} <= set(assets)
+    for asset in [*assets, "static/page/chart.js"]:  # page.js imports chart.js
+        assert live.client.get("/" + asset).status_code == 200, asset
+    assert live.client.get("/").status_code == 200  # defaults: first model, profile, lengths
     missing = live.client.get("/", params={"model": "nope"})
     assert missing.status_code == 404 and "org/model-0" in missing.text
+    bad = live.client.get("/", params={"demand_rps": "lots"})
+    assert bad.status_code == 422 and "demand_rps" in bad.text
+
+
+def test_docs_work_offline(live):
+    docs = live.client.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    urls = re.findall(r'(?:src|href)="([^"]+)"|url: \'([^\']+)\'', docs.text)
+    urls = [a or b for a, b in urls]
+    assert len(urls) >= 3  # script, stylesheet, schema
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        assert live.client.get(url).status_code == 200, url
+    assert "http://" not in docs.text and "https://" not in docs.text
+
+
+def test_unknown_routes_and_methods_answer_the_error_shape(live):
+    for response, status in ((live.client.get("/v2/nothing"), 404),
+                             (live.client.put("/v1/recommend"), 405)):
+        assert response.status_code == status
+        body = response.json()
+        assert set(body) == {"error"} and "/docs" in body["error"], body
+    assert "GET" in live.client.put("/v1/recommend").headers["allow"]
+
+
+def test_openapi_declares_every_status_and_the_request_body(live):
+    spec = live.client.get("/openapi.json").json()
+    expected = {
+        ("get", "/healthz"): {"200", "503"},
+        ("get", "/v1/models"): {"200", "422", "503"},
+        ("get", "/v1/profiles"): {"200", "422", "503"},
+        ("get", "/v1/hardware"): {"200", "422", "503"},
+        ("get", "/v1/catalog"): {"200", "404", "410", "422", "503"},
+        ("get", "/v1/recommend"): {"200", "404", "422", "503"},
+        ("get", "/v1/curves"): {"200", "404", "422", "503"},
+        ("get", "/v1/pareto"): {"200", "404", "422", "503"},
+        ("post", "/v1/benchmark-requests"): {"201", "400", "401", "413", "422"},
+        ("get", "/v1/benchmark-requests/{request_id}"): {"200", "401", "404", "422"},
+        ("get", "/"): {"200", "404", "422", "503"},
+    }
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    for (method, path), statuses in expected.items():
+        answers = spec["paths"][path][method]["responses"]
+        assert set(answers) == statuses, (method, path)
+        for status in statuses - {"200", "201"}:
+            if path not in ("/", "/healthz"):  # the page answers HTML; /healthz its own shape
+                assert answers[status]["content"]["application/json"]["schema"] == error_ref
+    assert spec["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+    body = spec["paths"]["/v1/benchmark-requests"]["post"]["requestBody"]
+    schema = body["content"]["application/json"]["schema"]
+    assert body["required"] and schema["required"] == ["model"]
+    assert schema["additionalProperties"] is False
 
 
 # --- bad input -----------------------------------------------------------------------------

@@ -7,33 +7,20 @@ import math
 
 import pytest
 
-from catalog import build_catalog
-from catalog.recommend import build_deployments
+from catalog.params import MAX_DEMAND_RPS, MAX_GPUS, MAX_USD_PER_HOUR
 from catalog.snapshots import write_snapshot
-from catalog.synthetic import SWEEP_DEPLOYMENTS, synthetic_sweep
-from tests.catalog.conftest import REPO, LiveServer
-
-MODEL = "org/model-a"
-SLOW = {"hardware": "a100-80gb", "gpu_count": 1, "engine": "builtin", "quantization": "fp16",
-        "speed": 0.05, "name": "slow"}
+from catalog.synthetic import SWEEP_DEPLOYMENTS
+from tests.catalog.conftest import SWEEP_MODEL as MODEL
 
 
-@pytest.fixture(scope="module")
-def tables(hardware, profiles):
-    summary, requests = synthetic_sweep((*SWEEP_DEPLOYMENTS, SLOW), seed=11)
-    configs = build_catalog(summary, requests, hardware, profiles)
-    return configs, build_deployments(summary, requests, hardware, profiles, draws=200)
+@pytest.fixture
+def tables(sweep_tables):
+    return sweep_tables
 
 
-@pytest.fixture(scope="module")
-def live(tmp_path_factory, tables):
-    from catalog.api import create_app
-
-    configs, deployments = tables
-    root = tmp_path_factory.mktemp("recommend") / "store"
-    write_snapshot(configs, root, tables=deployments.tables())
-    with LiveServer(create_app(root, configs_dir=REPO / "configs")) as server:
-        yield server
+@pytest.fixture
+def live(sweep_live):
+    return sweep_live
 
 
 def get(live, path="/v1/recommend", status=200, **params):
@@ -166,9 +153,28 @@ def test_filters_that_leave_nothing_answer_200_with_the_reason(live):
      404, "engine", ["vllm"]),
     ({"model": MODEL, "profile": "interactive", "lengths": "128:128", "max_gpus": 0},
      422, "max_gpus", ["at least 1"]),
+    # Found by tests/catalog/test_fuzz_api.py: these answered 500 (a 300-digit replica count,
+    # a 30-digit filter echoed back: JSON encoders refuse integers past 64 bits).
+    ({"model": MODEL, "profile": "interactive", "lengths": "128:128", "demand_rps": 1e300},
+     422, "demand_rps", ["at most 1e+09"]),
+    ({"model": MODEL, "profile": "interactive", "lengths": "128:128", "max_gpus": 10**29},
+     422, "max_gpus", ["at most"]),
+    ({"model": MODEL, "profile": "interactive", "input_tokens": 1e30, "output_tokens": 1},
+     422, "input_tokens", ["at most"]),
 ])
 def test_bad_input_is_a_4xx_naming_the_parameter(live, params, status, param, fragments):
     error(live, status, param, *fragments, **params)
+
+
+def test_largest_demand_and_limits_still_answer(live):
+    body = get(live, model=MODEL, profile="interactive", lengths="512:256",
+               demand_rps=MAX_DEMAND_RPS)
+    assert body["items"]
+    for item in body["items"]:
+        assert item["serving"]["replicas"] == math.ceil(MAX_DEMAND_RPS / item["capacity"]["rps"])
+    capped = get(live, model=MODEL, profile="interactive", lengths="512:256", demand_rps=1,
+                 max_gpus=MAX_GPUS, max_usd_per_hour=MAX_USD_PER_HOUR)
+    assert capped["filters"]["max_gpus"] == MAX_GPUS and capped["items"]
 
 
 def test_curves_are_the_measured_levels_with_intervals(live):
@@ -204,3 +210,5 @@ def test_snapshot_built_before_this_change_answers_503_saying_how_to_rebuild(ser
         assert "dagster asset materialize --select model_catalog" in message
         assert "make demo" in message
     assert old.client.get("/v1/catalog", params={"model": MODEL}).status_code == 200
+    page = old.client.get("/")  # the page asks /v1/recommend: it says the same
+    assert page.status_code == 503 and "--select model_catalog" in page.text
