@@ -19,6 +19,7 @@ import uuid
 from dataclasses import dataclass
 
 from engine.llm_engine import LLMEngine, QueueFullError, RequestError
+from engine.logprobs import TokenLogprob
 from engine.sequence import SamplingParams
 
 log = logging.getLogger("servecat.engine")
@@ -35,6 +36,9 @@ class TokenEvent:
     finish_reason: str | None
     error: str | None = None
     status: int = 200  # the HTTP status an error maps to
+    logprob: TokenLogprob | None = None  # this step's token, when the request asked
+    # The prompt's, on the first token's event of a request that asked (then never changed).
+    prompt_logprobs: list[TokenLogprob | None] | None = None
 
 
 class EngineDead(RuntimeError):
@@ -153,9 +157,11 @@ class AsyncEngine:
         with self.lock:
             for out in outputs:
                 seq = out.seq
+                first = seq.num_output_tokens == 1 and seq.params.prompt_logprobs is not None
                 self._emit(seq.request_id, TokenEvent(
                     out.text, seq.num_prompt_tokens, seq.num_output_tokens, out.finished,
-                    seq.finish_reason))
+                    seq.finish_reason, logprob=out.logprob,
+                    prompt_logprobs=seq.prompt_logprobs if first else None))
 
     def _loop(self) -> None:
         try:

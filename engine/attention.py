@@ -93,6 +93,11 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     n = q.shape[0]
     if c.num_cached == 0:
         keys, values = k.transpose(0, 1), v.transpose(0, 1)
+        if k_cache.dtype != q.dtype:
+            # Attend to K/V as the pool holds them (computing above the cache dtype: bf16 on a
+            # CPU without bf16 math), as a later chunk or a prefix-cache hit will: the same
+            # prompt then gives the same logits however it was split or cached.
+            keys, values = keys.to(k_cache.dtype).to(q.dtype), values.to(v_cache.dtype).to(q.dtype)
     else:
         ctx = c.num_cached + n
         keys = gather(k_cache, c.block_ids)[:, :ctx].to(q.dtype)

@@ -63,7 +63,8 @@ class BlockManager:
 
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         """Block ids that already hold this sequence's leading full blocks (never its last token)."""
-        if not self.enable_prefix_caching:
+        # A prompt to be scored needs the logits of every position, so none may be skipped.
+        if not self.enable_prefix_caching or seq.params.prompt_logprobs is not None:
             return []
         hits: list[int] = []
         prefix: bytes | None = None

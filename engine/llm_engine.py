@@ -10,6 +10,7 @@ import torch
 
 from engine.block_manager import BlockManager
 from engine.config import DTYPE_ALIASES, DTYPES, WEIGHT_QUANTIZATIONS, EngineConfig
+from engine.logprobs import TokenLogprob
 from engine.metrics import EngineMetrics
 from engine.model import CausalLM
 from engine.model_runner import ModelRunner
@@ -32,6 +33,7 @@ class StepOutput:
     token_id: int | None  # None: finished without a new token (abort)
     text: str  # new text that can be shown (held back while it may start a stop string)
     finished: bool
+    logprob: TokenLogprob | None = None  # the new token's, when the request asked
 
 
 def resolve(config: EngineConfig) -> tuple[torch.device, str, str | None]:
@@ -143,17 +145,24 @@ class LLMEngine:
         if not batch:
             self._update_gauges()
             return []
-        sampled, tokens = self.runner.run(batch)
+        result = self.runner.run(batch)
         now = time.monotonic()
         for seq, n in batch:
             seq.num_cached_tokens += n
             self.block_manager.register_full_blocks(seq)
-        outputs = [self._append(seq, tok, now) for seq, tok in zip(sampled, tokens, strict=True)]
+        for seq, lp in result.prompt_logprobs:
+            seq.prompt_logprobs.append(lp)
+        logprobs = result.logprobs or [None] * len(result.sampled)
+        outputs = [self._append(seq, tok, lp, now) for seq, tok, lp
+                   in zip(result.sampled, result.tokens, logprobs, strict=True)]
         self._update_gauges()
         return outputs
 
-    def _append(self, seq: Sequence, token: int, now: float) -> StepOutput:
+    def _append(self, seq: Sequence, token: int, logprob: TokenLogprob | None,
+                now: float) -> StepOutput:
         seq.token_ids.append(token)
+        if logprob is not None:
+            seq.logprobs.append(logprob)
         m = self.metrics
         if seq.first_token_time is None:
             seq.first_token_time = now
@@ -176,7 +185,7 @@ class LLMEngine:
             self.scheduler.finish(seq, reason)
             self.requests.pop(seq.request_id, None)
             self._record_finish(seq)
-        return StepOutput(seq, token, self.visible_text(seq), reason is not None)
+        return StepOutput(seq, token, self.visible_text(seq), reason is not None, logprob)
 
     def _detokenize(self, seq: Sequence) -> bool:
         """Extend seq.text with the new token; True if a stop string ended the output."""

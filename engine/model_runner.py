@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import torch
 
 from engine import cpu_kernels
 from engine.attention import AttentionMetadata, DecodeGroup, PagedDecodes, PrefillChunk
+from engine.logprobs import TokenLogprob, token_logprobs
 from engine.model import CausalLM
 from engine.sampler import sample
 from engine.sequence import Sequence
@@ -103,8 +105,11 @@ class ModelRunner:
         slots: list[int] = []
         sampled: list[Sequence] = []
         logits_rows: list[int] = []
+        scored: list[tuple[Sequence, int, int]] = []  # (seq, row, token) of prompt positions
         for seq, n in decodes + prefills:
             start = seq.num_cached_tokens
+            if seq.params.prompt_logprobs is not None:
+                scored += _prompt_rows(seq, start, n, len(ids))
             ids.extend(seq.token_ids[start:start + n])
             pos.extend(range(start, start + n))
             table = seq.block_table
@@ -138,16 +143,51 @@ class ModelRunner:
             blocks = self._tensor(seq.block_table[:-(-ctx // bs)])
             meta.prefills.append(PrefillChunk(row, row + n, c, blocks, mask))
             row += n
-        return self._tensor(ids), self._tensor(pos), meta, sampled, self._tensor(logits_rows)
+        return ids, pos, meta, sampled, logits_rows, scored
 
     @torch.inference_mode()
-    def run(self, batch: list[tuple[Sequence, int]]) -> tuple[list[Sequence], list[int]]:
-        """One forward; returns the sequences that got a new token, and those tokens."""
-        ids, pos, meta, sampled, rows = self.prepare(batch)
-        if not sampled:
-            rows = rows.new_zeros(0)
-        logits = self.model.forward(ids, pos, self.kv_caches, meta, rows)
-        if not sampled:
-            return [], []
-        tokens = sample(logits, [s.params for s in sampled], [s.generator for s in sampled])
-        return sampled, tokens
+    def run(self, batch: list[tuple[Sequence, int]]) -> StepResult:
+        """One forward; the sequences that got a new token, those tokens, and logprobs where
+        asked (none computed otherwise: the step costs what it did without them)."""
+        ids, pos, meta, sampled, rows, scored = self.prepare(batch)
+        k = len(sampled)
+        logits = self.model.forward(self._tensor(ids), self._tensor(pos), self.kv_caches, meta,
+                                    self._tensor(rows + [row for _, row, _ in scored]))
+        tokens = (sample(logits[:k], [s.params for s in sampled], [s.generator for s in sampled])
+                  if k else [])
+        result = StepResult(sampled, tokens)
+        asked = [i for i, s in enumerate(sampled) if s.params.logprobs is not None]
+        if not asked and not scored:
+            return result
+        lps = token_logprobs(
+            logits[asked + list(range(k, k + len(scored)))],
+            [tokens[i] for i in asked] + [token for _, _, token in scored],
+            [sampled[i].params.logprobs for i in asked]
+            + [s.params.prompt_logprobs for s, _, _ in scored])
+        result.logprobs = [None] * k
+        for i, lp in zip(asked, lps, strict=False):
+            result.logprobs[i] = lp
+        result.prompt_logprobs = [(s, lp) for (s, _, _), lp in
+                                  zip(scored, lps[len(asked):], strict=True)]
+        return result
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one forward produced: a token per sampled sequence, and the logprobs asked for."""
+
+    sampled: list[Sequence]
+    tokens: list[int]
+    logprobs: list[TokenLogprob | None] | None = None  # aligned with `sampled`; None: none asked
+    prompt_logprobs: list[tuple[Sequence, TokenLogprob]] = field(default_factory=list)
+
+
+def _prompt_rows(seq: Sequence, start: int, n: int, base: int) -> list[tuple[Sequence, int, int]]:
+    """(seq, row, token) for the prompt tokens this chunk's logits score, not scored before.
+
+    The logits at position p score the token at p + 1. After a preemption the prompt is
+    computed again, but its scores are already kept, so nothing is scored twice.
+    """
+    lo = max(start, len(seq.prompt_logprobs) - 1)
+    hi = min(start + n, seq.num_prompt_tokens - 1)
+    return [(seq, base + p - start, seq.token_ids[p + 1]) for p in range(lo, hi)]

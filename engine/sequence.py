@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from engine.logprobs import MAX_LOGPROBS, TokenLogprob
+
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 TOKEN_ID_MAX = 2**31
 
@@ -26,6 +28,11 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     stop_token_ids: list[int] = field(default_factory=list)
     ignore_eos: bool = False
+    # Top alternatives to report per generated token (0: the chosen token's logprob only);
+    # None: no logprobs, and the step computes none.
+    logprobs: int | None = None
+    # The same for every prompt token (completions `echo`); None: the prompt is not scored.
+    prompt_logprobs: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -45,6 +52,10 @@ class SamplingParams:
             return "max_tokens must be at least 1"
         if any(not 0 <= t < TOKEN_ID_MAX for t in self.stop_token_ids):
             return f"stop_token_ids must be in [0, {TOKEN_ID_MAX})"
+        for name in ("logprobs", "prompt_logprobs"):
+            n = getattr(self, name)
+            if n is not None and not 0 <= n <= MAX_LOGPROBS:
+                return f"{name} must be in [0, {MAX_LOGPROBS}]"
         return None
 
 
@@ -81,9 +92,15 @@ class Sequence:
     prefix_offset: int = 0  # incremental detokenizer state, indexes into output ids
     read_offset: int = 0
     num_preemptions: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # one per output token, if asked
+    # One per prompt token once its prefill is done; the first token has none (nothing
+    # precedes it), as in vLLM. Empty unless params.prompt_logprobs is set.
+    prompt_logprobs: list[TokenLogprob | None] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.num_prompt_tokens = len(self.token_ids)
+        if self.params.prompt_logprobs is not None:
+            self.prompt_logprobs.append(None)
         if self.params.seed is not None:
             self.generator = torch.Generator().manual_seed(self.params.seed)
 

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ValidationError
 
 from engine.async_engine import AsyncEngine, EngineDead, TokenEvent
 from engine.llm_engine import LLMEngine, QueueFullError, RequestError
+from engine.logprobs import MAX_LOGPROBS
+from engine.openai_logprobs import CompletionLogprobs, Reply, TokenText, chat_content
 from engine.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -96,6 +98,7 @@ class Server:
         self.api_key = api_key
         self.max_body_bytes = max_body_bytes
         self.tokenizer = engine.tokenizer
+        self.token_text = TokenText(self.tokenizer)
         # A prompt longer than this many characters cannot fit the context, whatever it says.
         self.max_prompt_chars = engine.max_model_len * _longest_token_chars(self.tokenizer)
         # Parsing and tokenizing run here, never on the event loop (which must keep answering).
@@ -147,10 +150,31 @@ class Server:
                                 f"is longer than that", param=param,
                            code="context_length_exceeded")
 
-    def params(self, req: SamplingFields, prompt_len: int, default_max: int | None) -> SamplingParams:
-        if req.logprobs not in (None, False):
-            raise APIError(400, "logprobs are not supported by this server", param="logprobs")
+    def reply(self, req: SamplingFields, chat: bool, prompt_ids: list[int]) -> Reply:
+        """What the reply carries beside text: logprobs (at most MAX_LOGPROBS), the echo."""
+        as_ids = req.return_tokens_as_token_ids
+        if chat:
+            if req.top_logprobs is not None and not req.logprobs:
+                raise APIError(400, "top_logprobs needs logprobs: true", param="top_logprobs")
+            top = _bounded(req.top_logprobs or 0, "top_logprobs") if req.logprobs else None
+            return Reply(top, as_ids=as_ids)
+        top = None if req.logprobs is None else _bounded(req.logprobs, "logprobs")
+        if not req.echo:
+            return Reply(top, as_ids=as_ids)
+        prompt = req.prompt[0] if isinstance(req.prompt, list) and len(req.prompt) == 1 \
+            and isinstance(req.prompt[0], str | list) else req.prompt
+        text = prompt if isinstance(prompt, str) else self.tokenizer.decode(prompt_ids)
+        return Reply(top, True, text, req.max_tokens == 0, as_ids)
+
+    def params(self, req: SamplingFields, prompt_len: int, default_max: int | None,
+               reply: Reply) -> SamplingParams:
         max_tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens
+        if max_tokens == 0:
+            if not reply.echo_only:
+                raise APIError(400, "max_tokens must be at least 1 (0 only with echo: true)",
+                               param="max_tokens")
+            # As vLLM: the step that scores the prompt also makes a token; it is not returned.
+            max_tokens = 1
         if max_tokens is None:
             max_tokens = default_max or max(1, self.engine.max_model_len - prompt_len)
         stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
@@ -159,7 +183,7 @@ class Server:
         return SamplingParams(
             temperature=req.temperature, top_k=max(req.top_k, 0), top_p=req.top_p, seed=req.seed,
             max_tokens=max_tokens, stop=stop, stop_token_ids=list(req.stop_token_ids or []),
-            ignore_eos=req.ignore_eos)
+            ignore_eos=req.ignore_eos, logprobs=reply.top, prompt_logprobs=reply.prompt_logprobs)
 
     def encode_prompt(self, prompt: Any) -> list[int]:
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
@@ -228,54 +252,78 @@ class Server:
             if not finished:
                 self.async_engine.abort(request_id)
 
-    def prepare(self, raw: bytes, chat: bool) -> tuple[Any, list[int], SamplingParams]:
-        """Body bytes to (request, prompt ids, sampling params); runs on a worker thread."""
+    def prepare(self, raw: bytes, chat: bool) -> tuple[Any, list[int], SamplingParams, Reply]:
+        """Body bytes to (request, prompt ids, sampling params, reply asks); on a worker thread."""
         req = self.validate(raw, ChatCompletionRequest if chat else CompletionRequest)
         prompt_ids = self.encode_chat(req.messages) if chat else self.encode_prompt(req.prompt)
-        return req, prompt_ids, self.params(req, len(prompt_ids), None if chat else 16)
+        reply = self.reply(req, chat, prompt_ids)
+        return req, prompt_ids, self.params(req, len(prompt_ids), None if chat else 16,
+                                            reply), reply
+
+    def logprobs(self, reply: Reply, chat: bool, fmt: CompletionLogprobs, prompt_ids: list[int],
+                 prompt: list | None, entries: list) -> dict | None:
+        """The `logprobs` of one choice or chunk: ENTRIES (generated), after PROMPT's (echo)."""
+        if reply.top is None:
+            return None
+        if chat:
+            return {"content": chat_content(entries, self.token_text, reply.as_ids),
+                    "refusal": None}
+        items = list(zip(prompt_ids, prompt, strict=True)) if prompt is not None else []
+        return fmt.block(items + [(e.token_id, e) for e in entries])
 
     async def generate(self, request: Request, chat: bool) -> Response:
-        req, prompt_ids, params = await self.off_loop(self.prepare,
-                                                      await self.read_body(request), chat)
+        req, prompt_ids, params, reply = await self.off_loop(
+            self.prepare, await self.read_body(request), chat)
         request_id, queue = self.submit(prompt_ids, params)
         rid = ("chatcmpl-" if chat else "cmpl-") + request_id
         created = int(time.time())
         if req.stream:
             usage = bool(req.stream_options and req.stream_options.include_usage)
             return StreamingResponse(
-                self.stream(request, request_id, queue, rid, created, chat, usage),
-                media_type="text/event-stream")
-        last = None
+                self.stream(request, request_id, queue, rid, created, chat, usage, reply,
+                            prompt_ids), media_type="text/event-stream")
+        last, prompt_lps, entries = None, None, []
         async for event in self.events(request, request_id, queue):
             last = event
+            prompt_lps = event.prompt_logprobs or prompt_lps
+            entries += [event.logprob] if event.logprob is not None else []
         if last is None:  # the client went away
             return Response(status_code=499)
-        usage = {"prompt_tokens": last.num_prompt_tokens,
-                 "completion_tokens": last.num_output_tokens,
-                 "total_tokens": last.num_prompt_tokens + last.num_output_tokens}
+        generated = 0 if reply.echo_only else last.num_output_tokens
+        usage = {"prompt_tokens": last.num_prompt_tokens, "completion_tokens": generated,
+                 "total_tokens": last.num_prompt_tokens + generated}
+        fmt = CompletionLogprobs(self.token_text, reply.as_ids)
+        # Off the loop: a long echo with top-20 is thousands of token texts to look up.
+        logprobs = None if reply.top is None else await self.off_loop(
+            self.logprobs, reply, chat, fmt, prompt_ids, prompt_lps,
+            [] if reply.echo_only else entries)
         if chat:
             choice = {"index": 0, "message": {"role": "assistant", "content": last.text},
-                      "logprobs": None, "finish_reason": last.finish_reason}
+                      "logprobs": logprobs, "finish_reason": last.finish_reason}
         else:
-            choice = {"index": 0, "text": last.text, "logprobs": None,
+            text = (reply.echo_text if reply.echo else "") + ("" if reply.echo_only else last.text)
+            choice = {"index": 0, "text": text, "logprobs": logprobs,
                       "finish_reason": last.finish_reason}
         return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
                              "created": created, "model": self.served, "choices": [choice],
                              "usage": usage})
 
     async def stream(self, request: Request, request_id: str, queue: asyncio.Queue, rid: str,
-                     created: int, chat: bool, include_usage: bool) -> AsyncIterator[str]:
+                     created: int, chat: bool, include_usage: bool, reply: Reply,
+                     prompt_ids: list[int]) -> AsyncIterator[str]:
         obj = "chat.completion.chunk" if chat else "text_completion"
+        fmt = CompletionLogprobs(self.token_text, reply.as_ids)
 
-        def chunk(delta: str | None, finish: str | None, role: bool = False) -> str:
+        def chunk(delta: str | None, finish: str | None, role: bool = False,
+                  logprobs: dict | None = None) -> str:
             if chat:
                 d: dict[str, Any] = {"role": "assistant", "content": ""} if role else {}
                 if delta:
                     d["content"] = delta
-                choice: dict[str, Any] = {"index": 0, "delta": d, "logprobs": None,
+                choice: dict[str, Any] = {"index": 0, "delta": d, "logprobs": logprobs,
                                           "finish_reason": finish}
             else:
-                choice = {"index": 0, "text": delta or "", "logprobs": None,
+                choice = {"index": 0, "text": delta or "", "logprobs": logprobs,
                           "finish_reason": finish}
             body = {"id": rid, "object": obj, "created": created, "model": self.served,
                     "choices": [choice]}
@@ -285,23 +333,35 @@ class Server:
             yield chunk(None, None, role=True)
         sent = 0
         last = None
+        pending: list = []  # logprobs of tokens whose text is still held back
         try:
             async for event in self.events(request, request_id, queue):
+                if reply.echo and last is None:  # the prompt first, as vLLM streams an echo
+                    yield chunk(reply.echo_text, None, logprobs=await self.off_loop(
+                        self.logprobs, reply, chat, fmt, prompt_ids, event.prompt_logprobs, []))
                 last = event
+                finish = event.finish_reason if event.finished else None
+                if reply.echo_only:
+                    if event.finished:
+                        yield chunk("", finish)
+                    continue
+                pending += [event.logprob] if event.logprob is not None else []
                 delta = event.text[sent:]
                 sent = len(event.text)
-                if delta or event.finished:
-                    yield chunk(delta, event.finish_reason if event.finished else None)
+                if delta or event.finished or pending:
+                    yield chunk(delta, finish, logprobs=self.logprobs(
+                        reply, chat, fmt, prompt_ids, None, pending))
+                    pending = []
         except APIError as exc:
             err = {"error": {"message": exc.message, "type": exc.type, "param": exc.param,
                              "code": exc.status}}
             yield f"data: {json.dumps(err)}\n\n"
         if include_usage and last is not None:
+            generated = 0 if reply.echo_only else last.num_output_tokens
             body = {"id": rid, "object": obj, "created": created, "model": self.served,
                     "choices": [], "usage": {
-                        "prompt_tokens": last.num_prompt_tokens,
-                        "completion_tokens": last.num_output_tokens,
-                        "total_tokens": last.num_prompt_tokens + last.num_output_tokens}}
+                        "prompt_tokens": last.num_prompt_tokens, "completion_tokens": generated,
+                        "total_tokens": last.num_prompt_tokens + generated}}
             yield f"data: {json.dumps(body)}\n\n"
         yield "data: [DONE]\n\n"
 
@@ -376,6 +436,13 @@ class Server:
             return await self.generate(request, chat=True)
 
         return app
+
+
+def _bounded(n: int, name: str) -> int:
+    if not 0 <= n <= MAX_LOGPROBS:
+        raise APIError(400, f"{name} must be an integer in [0, {MAX_LOGPROBS}], got {n}",
+                       param=name)
+    return n
 
 
 def _error_type(status: int) -> str:

@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "loadgen": "servecat.commands.loadgen:loadgen",
     "api": "servecat.commands.api:api",
     "perf": "servecat.commands.perf:perf",
+    "quality": "servecat.commands.quality:quality",
     "demo": "servecat.commands.demo:demo",
 }
 

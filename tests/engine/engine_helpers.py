@@ -76,3 +76,23 @@ class LiveServer:
                     return
             time.sleep(0.05)
         raise AssertionError("engine still busy")
+
+
+def corrupt_int4(model_dir: Path, out: Path, scale_error: float = 4.0) -> Path:
+    """A copy of MODEL_DIR whose layer weights went through a broken int4 round trip: symmetric
+    group-wise (64) int4 quantization, dequantized with scales SCALE_ERROR times too large (a
+    scale stored in the wrong units). Test-only: a model quantization must visibly damage."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    weights = load_file(out / "model.safetensors")
+    for name, w in weights.items():
+        if ".layers." in name and name.endswith("proj.weight"):
+            g = w.float().reshape(-1, 64)
+            scale = g.abs().amax(-1, keepdim=True).clamp(min=1e-8) / 7
+            q = (g / scale).round().clamp(-8, 7)
+            weights[name] = (q * scale * scale_error).reshape(w.shape).to(w.dtype)
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    return out

@@ -82,7 +82,7 @@ BAD_REQUESTS = [
     ("prompt + max_tokens over context", {"model": "tiny", "prompt": [5] * 200,
                                           "max_tokens": 100}, 400, "256 tokens"),
     ("unknown model", {"model": "gpt-4", "prompt": "a"}, 404, "serves `tiny`"),
-    ("logprobs", {"model": "tiny", "prompt": "a", "logprobs": 2}, 400, "logprobs"),
+    ("logprobs over 20", {"model": "tiny", "prompt": "a", "logprobs": 21}, 400, "[0, 20]"),
 ]
 
 
