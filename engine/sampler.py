@@ -19,6 +19,7 @@ def sample_one(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator | N
         cum = sorted_logits.softmax(-1).cumsum(-1)
         # Keep the smallest prefix whose mass reaches top_p (always at least one token).
         drop = cum - sorted_logits.softmax(-1) >= p.top_p
+        drop[0] = False  # a top_p that rounds to 0 in float32 would otherwise drop every token
         logits[order[drop]] = float("-inf")
     probs = logits.softmax(-1)
     return int(torch.multinomial(probs, 1, generator=gen).item())

@@ -14,6 +14,7 @@ from engine.logprobs import MAX_LOGPROBS, TokenLogprob
 
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1  # what torch.Generator.manual_seed accepts
 TOKEN_ID_MAX = 2**31
+SAMPLING_EPS = 1e-5
 
 
 @dataclass(slots=True)
@@ -36,7 +37,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0 or self.top_k == 1
+        # Below vLLM's epsilon a temperature divides logits into inf: it means greedy.
+        return self.temperature < SAMPLING_EPS or self.top_k == 1
 
     def problem(self) -> str | None:
         """What makes these settings unservable, or None (checked before a request is queued)."""

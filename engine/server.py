@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
 from engine.async_engine import AsyncEngine, EngineDead, TokenEvent
 from engine.llm_engine import LLMEngine, QueueFullError, RequestError
 from engine.logprobs import MAX_LOGPROBS
 from engine.openai_logprobs import CompletionLogprobs, Reply, TokenText, chat_content
+from engine.openapi import error_responses, generation_doc, with_components
 from engine.protocol import (
     ChatCompletionRequest,
     ChatMessage,
@@ -205,8 +206,12 @@ class Server:
                                 "use /v1/completions", param="messages")
         turns = [{"role": m.role, "content": _message_text(m)} for m in messages]
         self.check_chars(sum(len(t["content"]) for t in turns), "messages")
-        text = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True,
-                                                  tokenize=False)
+        try:
+            text = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True,
+                                                      tokenize=False)
+        except Exception as exc:  # the model's own template refused these messages (jinja)
+            raise APIError(400, f"messages: the chat template refused them: {exc}",
+                           param="messages") from exc
         return self.tokenizer(text, add_special_tokens=False).input_ids
 
     def submit(self, prompt_ids: list[int], params: SamplingParams):
@@ -399,16 +404,20 @@ class Server:
                                   "NotFoundError")
 
         @app.exception_handler(405)
-        async def not_allowed(request: Request, _exc):
-            return error_response(405, f"method {request.method} not allowed on "
-                                       f"{request.url.path}", "BadRequestError")
+        async def not_allowed(request: Request, exc):
+            response = error_response(405, f"method {request.method} not allowed on "
+                                           f"{request.url.path}", "BadRequestError")
+            response.headers.update(getattr(exc, "headers", None) or {})  # `Allow`, RFC 9110
+            return response
 
-        @app.get("/health")
+        @app.get("/health", response_class=PlainTextResponse,
+                 responses={200: {"description": "the engine is serving (empty body)",
+                                  "content": {"text/plain": {}}}, **error_responses(503)})
         async def health() -> Response:
             if not self.async_engine.alive:
                 return error_response(503, self.async_engine.dead or "the engine is not running",
                                       "ServiceUnavailableError")
-            return Response(status_code=200)
+            return PlainTextResponse("", status_code=200)
 
         @app.get("/v1/models")
         async def models() -> dict:
@@ -417,24 +426,34 @@ class Server:
                 "owned_by": "servecat", "root": str(self.engine.config.model),
                 "max_model_len": self.engine.max_model_len}]}
 
-        @app.get("/metrics")
+        @app.get("/metrics", response_class=PlainTextResponse,
+                 responses={200: {"description": "Prometheus text format",
+                                  "content": {"text/plain": {}}}})
         async def metrics() -> Response:
             return Response(self.engine.metrics.render(),
                             media_type="text/plain; version=0.0.4; charset=utf-8")
 
-        @app.post("/tokenize")
+        @app.post("/tokenize", **generation_doc(TokenizeRequest, stream=False))
         async def tokenize(request: Request) -> dict:
             raw = await self.read_body(request)
             return await self.off_loop(self.tokenize, raw)
 
-        @app.post("/v1/completions")
+        @app.post("/v1/completions", **generation_doc(CompletionRequest))
         async def completions(request: Request) -> Response:
             return await self.generate(request, chat=False)
 
-        @app.post("/v1/chat/completions")
+        @app.post("/v1/chat/completions", **generation_doc(ChatCompletionRequest))
         async def chat_completions(request: Request) -> Response:
             return await self.generate(request, chat=True)
 
+        def openapi() -> dict:
+            if app.openapi_schema is None:
+                app.openapi_schema = with_components(
+                    FastAPI.openapi(app), CompletionRequest, ChatCompletionRequest,
+                    TokenizeRequest)
+            return app.openapi_schema
+
+        app.openapi = openapi
         return app
 
 

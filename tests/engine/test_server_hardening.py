@@ -229,3 +229,14 @@ def _post_raw(port: int, path: str, body: bytes) -> tuple[int, str]:
             data += part
     head, _, rest = data.partition(b"\r\n\r\n")
     return int(head.split()[1]), rest.decode(errors="replace")
+
+
+@pytest.mark.parametrize("field", [{"top_p": 5e-324}, {"temperature": 5e-324},
+                                   {"temperature": 1e-7, "top_p": 1e-30}])
+def test_denormal_sampling_values_are_served(server, field):
+    """Found by fuzzing: a top_p that is 0 in float32 dropped every token, and a tiny
+    temperature divided logits into inf; both made the step fail for every request in it."""
+    with httpx.Client(base_url=server.base_url, timeout=20) as http:
+        r = http.post("/v1/completions", json={**OK, **field})
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 4
