@@ -9,12 +9,11 @@ fixed seed, no example database.
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from engine_helpers import LiveServer, make_engine
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-
-import pytest
 
 FUZZ = settings(max_examples=30, deadline=None, derandomize=True, database=None,
                 suppress_health_check=list(HealthCheck))
