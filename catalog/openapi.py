@@ -47,17 +47,21 @@ NUMBER = {"type": ["number", "null"]}
 TEXT = {"type": ["string", "null"]}
 ARRAY = {"type": "array", "items": {"type": "object"}}
 OBJECT = {"type": "object"}
+# Quality against the model's reference deployment; figures null where not measured.
+QUALITY = obj("status", "reason", "reference", "kl", "agreement", "perplexity_ratio",
+              status={"type": "string"}, reason=TEXT, reference=TEXT, kl=NUMBER,
+              agreement=NUMBER, perplexity_ratio=NUMBER)
 
 DEPLOYMENT_ITEM = obj(
     "rank", "deployment", "hardware", "gpu_count", "engine", "quantization", "capacity",
-    "operating_point", "pareto", "p_first", "p_top3", "rank_note",
+    "operating_point", "pareto", "p_first", "p_top3", "rank_note", "quality",
     rank={"type": "integer", "minimum": 1}, deployment={"type": "string"},
     capacity=obj("rps", "rps_lo", "rps_hi", "status", "lower_bound", "reason",
                  rps=NUMBER, rps_lo=NUMBER, rps_hi=NUMBER, lower_bound={"type": "boolean"}),
     operating_point=obj("output_tokens_per_s_per_gpu", "ttft_p99_ms", "tpot_p99_ms",
                         "cost_per_mtok_on_demand", "cost_per_mtok_spot"),
     p_first={"type": "number", "minimum": 0, "maximum": 1},
-    p_top3={"type": "number", "minimum": 0, "maximum": 1},
+    p_top3={"type": "number", "minimum": 0, "maximum": 1}, quality=QUALITY,
     serving=obj("replicas", "gpus", "usd_per_hour_on_demand", "usd_per_hour_spot",
                 "upper_bound"))
 BODIES = {
@@ -69,11 +73,12 @@ BODIES = {
                    total={"type": "integer"}, next_cursor=TEXT, rows=ARRAY),
     "recommend": obj("snapshot", "model", "profile", "traffic", "slo", "demand_rps", "filters",
                      "ranked", "matching", "reason", "items", "unranked",
-                     traffic=obj("lengths", "matched_by"), slo=OBJECT, demand_rps=NUMBER,
+                     traffic=obj("lengths", "matched_by"), slo=OBJECT,
+                     max_quality_loss=OBJECT, demand_rps=NUMBER,
                      ranked={"type": "integer"}, matching={"type": "integer"}, reason=TEXT,
                      items={"type": "array", "items": DEPLOYMENT_ITEM},
                      unranked={"type": "array", "items": obj("deployment", "capacity_status",
-                                                             "reason")}),
+                                                             "reason", quality=QUALITY)}),
     "curves": obj("snapshot", "deployment", "model", "lengths",
                   lengths={"type": "array", "items": obj("lengths", "levels", "capacity",
                                                          levels=ARRAY, capacity=ARRAY)}),

@@ -98,9 +98,9 @@ def _form(deployments: DeploymentIndex, values: dict[str, str]) -> str:
                       *((k, f"{k} ({_tokens(v)})") for k, v in sorted(lengths.items()))]
     by_name = "lengths" in values
     about = deployments.profiles.get(profile, {})
-    slo = ", ".join(f"{label} ≤ {about[key]:g}{unit}" for key, label, unit in (
+    slo = ", ".join([*(f"{label} ≤ {about[key]:g}{unit}" for key, label, unit in (
         ("ttft_p99_ms", "p99 TTFT", " ms"), ("tpot_p99_ms", "p99 TPOT", " ms"))
-        if isinstance(about.get(key), int | float))
+        if isinstance(about.get(key), int | float)), *_quality_limits(about)])
     any_of = [("", "any")]
     return (
         '<form id="query" method="get" action="">'
@@ -125,7 +125,17 @@ def _form(deployments: DeploymentIndex, values: dict[str, str]) -> str:
                   values.get("quantization", ""))
         + _number("max_gpus", "max GPUs in all", values, step="1", low="1")
         + _number("max_usd_per_hour", "max $/hour in all", values)
+        + _number("max_kl", "max KL vs reference (nats)", values)
+        + _number("min_agreement", "min greedy agreement (0–1)", values, high="1")
         + "<button>Show</button></fieldset></form>")
+
+
+def _quality_limits(about: Mapping[str, Any]) -> list[str]:
+    """A profile's max_quality_loss in words: `KL ≤ 0.05`, `agreement ≥ 0.5`."""
+    limits = about.get("max_quality_loss") or {}
+    words = {"kl": "KL ≤ ", "perplexity_ratio": "perplexity ratio ≤ ", "agreement": "agreement ≥ "}
+    return [f"{words.get(k, k + ' ')}{v:g}" for k, v in limits.items()
+            if isinstance(v, int | float)]
 
 
 def _pairs(names: list[str]) -> list[tuple[str, str]]:
@@ -142,9 +152,10 @@ def _select(name: str, label: str, options: list[tuple[str, str]], chosen: str) 
 
 
 def _number(name: str, label: str, values: Mapping[str, Any], step: str = "any",
-            low: str = "0", disabled: bool = False) -> str:
+            low: str = "0", disabled: bool = False, high: str | None = None) -> str:
     value = escape(str(values.get(name, "")))
-    return (f'<label>{escape(label)}<input type="number" name="{name}" min="{low}" '
+    top = f' max="{high}"' if high is not None else ""
+    return (f'<label>{escape(label)}<input type="number" name="{name}" min="{low}"{top} '
             f'step="{step}" value="{value}"{" disabled" if disabled else ""}></label>')
 
 

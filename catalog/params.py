@@ -116,6 +116,12 @@ RECOMMEND_PARAMS = (
           description="GPUs in all (replicas × GPUs per replica)"),
     Param("max_usd_per_hour", "float", gt=0, le=MAX_USD_PER_HOUR,
           description="on-demand $/hour in all"),
+    Param("max_kl", "float", ge=0,
+          description="highest mean KL (nats per position) against the model's reference "
+                      "deployment; deployments without a quality figure are left out"),
+    Param("min_agreement", "float", ge=0, le=1,
+          description="lowest share of greedy tokens equal to the reference deployment's; "
+                      "deployments without a quality figure are left out"),
     Param("limit", "int", default=50, ge=1, le=1000),
 )
 CURVES_PARAMS = (

@@ -10,7 +10,7 @@ are never ranked against each other: they only trace a deployment's curve (the `
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,15 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.quality import ProbeRun
 from catalog.build import check_summary
 from catalog.capacity import LOADS, Capacity, at_crossing, capacity_of, crossing, quantities
 from catalog.confidence import row_percentiles
 from catalog.config import Hardware, Profile, as_hardware, as_profiles
 from catalog.cost import add_cost
+from catalog.quality import QUALITY_COLUMNS, join_quality, quality_table
+from catalog.quality_limits import quality_exclusions
 from catalog.ranking import rank_deployments
 from catalog.resample import LevelDraws, level_draws
 from catalog.slo import RequestOutcomes, slo_attainment
-from servecat.profiles import DEPLOYMENT_CRITERIA
+from servecat.profiles import DEPLOYMENT_CRITERIA, QUALITY_CRITERIA
 from servecat.slo import Slo, holds, level_columns
 
 DRAWS = 200
@@ -61,12 +64,16 @@ class DeploymentCatalog:
 def build_deployments(summary: pd.DataFrame, requests: pd.DataFrame | None,
                       hardware: Sequence[Hardware] | str | Path,
                       profiles: Sequence[Profile] | str | Path, draws: int = DRAWS,
-                      seed: int = 0) -> DeploymentCatalog:
-    """Capacity, operating point, cost, Pareto flag, TOPSIS rank and P(#1) / P(top 3) of every
-    deployment × length profile × profile; deployments with no capacity are kept unranked.
+                      seed: int = 0,
+                      probes: Mapping[str, ProbeRun] | None = None) -> DeploymentCatalog:
+    """Capacity, operating point, cost, quality, Pareto flag, TOPSIS rank and P(#1) / P(top 3)
+    of every deployment × length profile × profile; deployments with no capacity, or turned away
+    by their profile's quality demands, are kept unranked with the reason.
 
     REQUESTS (config_id, ttft_ms, tpot_ms, ok) gives the bootstrap; without it there are no
-    intervals and no rank probabilities. Seeded: the same inputs give the same table.
+    intervals and no rank probabilities. PROBES (deployment -> stored probe run, see
+    catalog.quality.stored_probe_runs) gives the quality_* columns; a deployment without one is
+    `not measured`. Seeded: the same inputs give the same table.
     """
     check_summary(summary)
     hardware, profiles = as_hardware(hardware), as_profiles(profiles)
@@ -87,14 +94,26 @@ def build_deployments(summary: pd.DataFrame, requests: pd.DataFrame | None,
         levels.append(_levels(part, drawn))
     table = pd.DataFrame(rows, columns=None if rows else _COLUMNS)
     table = _with_lengths_tokens(table, configs)
-    rank_deployments(table, np.concatenate(criteria) if bootstrapped else None,
-                     DEPLOYMENT_CRITERIA, profiles, rng)
+    # Skipped configs too: a deployment probed but never measured may still be the reference.
+    table = join_quality(table, quality_table(probes or {}, summary))
+    per_draw = _with_quality(np.concatenate(criteria), table) if bootstrapped else None
+    rank_deployments(table, per_draw, DEPLOYMENT_CRITERIA, profiles, rng,
+                     excluded=quality_exclusions(table, profiles))
     table.attrs["profiles"] = [p.to_dict() for p in profiles]
     table.attrs["hardware"] = [h.to_dict() for h in hardware]
     table.attrs["draws"] = draws if bootstrapped else 0
     level_table = (pd.concat(levels, ignore_index=True) if levels
                    else _levels(configs, _draws(configs, None, draws, rng)))
     return DeploymentCatalog(table, level_table)
+
+
+def _with_quality(criteria: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """CRITERIA (rows, B, K) with the quality criteria filled from TABLE: the same in every
+    draw, since the bootstrap resamples requests, not probe positions."""
+    for k, name in enumerate(DEPLOYMENT_CRITERIA):
+        if name in QUALITY_CRITERIA:
+            criteria[:, :, k] = _column(table, name)[:, None]
+    return criteria
 
 
 def _draws(configs: pd.DataFrame, requests: pd.DataFrame | None, draws: int,
@@ -203,7 +222,8 @@ def _row(identity: dict[str, Any], lengths: str, profile: Profile, slo: Slo, kin
     per_draw = {"output_tokens_per_s_per_gpu": tps / gpus, "ttft_p99_ms": ttft,
                 "tpot_p99_ms": tpot, "cost_per_mtok_on_demand": cost, "goodput_rps": good,
                 "capacity_rps": rps}
-    draw = np.stack([per_draw[k] for k in DEPLOYMENT_CRITERIA], axis=-1)
+    unknown = np.full(len(rps), np.nan)  # quality: filled in after the join (_with_quality)
+    draw = np.stack([per_draw.get(k, unknown) for k in DEPLOYMENT_CRITERIA], axis=-1)
     tail = (1.0 - LEVEL) / 2.0
     n_boot = int(lv.drawn.n[at].sum())
     # A draw with no capacity counts as 0 req/s (catalog.confidence.capacity_interval's rule).
@@ -274,4 +294,5 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
 
 
 _COLUMNS = (*DEPLOYMENT_COLUMNS, "lengths", "profile", "capacity_status", "capacity_rps",
-            "capacity_lower_bound", "capacity_reason", *DEPLOYMENT_CRITERIA)
+            "capacity_lower_bound", "capacity_reason",
+            *(c for c in DEPLOYMENT_CRITERIA if c not in QUALITY_COLUMNS))

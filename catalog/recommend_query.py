@@ -33,6 +33,12 @@ CAPACITY = {"rps": "capacity_rps", "rps_lo": "capacity_rps_lo", "rps_hi": "capac
 OPERATING_POINT = ("output_tokens_per_s", "output_tokens_per_s_per_gpu", "ttft_p99_ms",
                    "tpot_p99_ms", "error_rate", "goodput_rps", "usd_per_hour_on_demand",
                    "usd_per_hour_spot", "cost_per_mtok_on_demand", "cost_per_mtok_spot")
+# Quality against the model's reference deployment (catalog/quality.py), beside the speed.
+QUALITY = {"status": "quality_status", "reason": "quality_status_reason",
+           "reference": "quality_reference", "probe_version": "quality_probe_version",
+           "kl": "quality_kl", "agreement": "quality_agreement",
+           "perplexity_ratio": "quality_perplexity_ratio", "perplexity": "quality_perplexity",
+           "kl_positions": "quality_kl_positions"}
 LEVEL_FIELDS = ("config_id", "load", "concurrency", "rate", "status", "requests_per_s",
                 "output_tokens_per_s", "output_tokens_per_s_per_gpu", "ttft_p99_ms",
                 "ttft_p99_ms_lo", "ttft_p99_ms_hi", "tpot_p99_ms", "tpot_p99_ms_lo",
@@ -88,8 +94,10 @@ class DeploymentIndex:
         self.known = {"hardware": _names(df, "hardware", "hardware_type", "hardware_key"),
                       "engine": _names(df, "engine"), "quantization": _names(df, "quantization")}
         self.arrays = {c: pd.to_numeric(df[c], errors="coerce").to_numpy(float, na_value=np.nan)
+                       if c in df else np.full(len(df), np.nan)  # no quality in old snapshots
                        for c in ("rank", "capacity_rps", "capacity_rps_lo", "gpu_count",
-                                 "usd_per_hour_on_demand", "usd_per_hour_spot")}
+                                 "usd_per_hour_on_demand", "usd_per_hour_spot", "quality_kl",
+                                 "quality_agreement")}
         self.strings = {c: df[c].astype(str).to_numpy() for c in
                         ("hardware", "engine", "quantization") if c in df}
         self.strings["hardware_type"] = hw_type.astype(str).to_numpy()
@@ -104,9 +112,11 @@ class DeploymentIndex:
                   demand_rps: float | None = None, hardware: str | None = None,
                   engine: str | None = None, quantization: str | None = None,
                   max_gpus: int | None = None, max_usd_per_hour: float | None = None,
+                  max_kl: float | None = None, min_agreement: float | None = None,
                   limit: int = 50) -> dict[str, Any]:
         """Deployments of MODEL for PROFILE on the traffic's length profile, in rank order, each
-        sized for DEMAND_RPS; deployments without capacity listed apart with the reason."""
+        sized for DEMAND_RPS; deployments without capacity listed apart with the reason.
+        MAX_KL / MIN_AGREEMENT keep the ranked ones with a quality figure within them."""
         if model not in self.models:
             raise NotFound(f"unknown model {_shown(model)}; known models: "
                            f"{names_list(self.models)}", "model")
@@ -125,6 +135,7 @@ class DeploymentIndex:
         unranked = rows[np.isnan(self.arrays["rank"][rows])]
         sizing = self._sizing(ranked, demand_rps)
         keep, why = self._limits(sizing, max_gpus, max_usd_per_hour)
+        keep, why = self._quality(ranked, keep, why, max_kl, min_agreement)
         items = []
         for i in np.flatnonzero(keep)[:limit]:  # at most LIMIT items
             item = dict(self.items[ranked[i]])
@@ -135,8 +146,10 @@ class DeploymentIndex:
         return {
             "model": model, "profile": profile, "traffic": traffic.to_dict(),
             "slo": {k: info.get(k) for k in ("ttft_p99_ms", "tpot_p99_ms", "max_error_rate")},
-            "weights": info.get("weights", {}), "demand_rps": demand_rps,
-            "filters": {**filters, "max_gpus": max_gpus, "max_usd_per_hour": max_usd_per_hour},
+            "weights": info.get("weights", {}),
+            "max_quality_loss": info.get("max_quality_loss") or {}, "demand_rps": demand_rps,
+            "filters": {**filters, "max_gpus": max_gpus, "max_usd_per_hour": max_usd_per_hour,
+                        "max_kl": max_kl, "min_agreement": min_agreement},
             "ranked": int(len(ranked)), "matching": int(keep.sum()),
             "reason": None if items else self._empty_reason(model, traffic, profile, rows,
                                                             ranked, why),
@@ -205,6 +218,20 @@ class DeploymentIndex:
             if limit is not None:
                 keep &= values <= limit
                 why.append(f"{name}={limit:g} leaves {int(keep.sum())}")
+        return keep, why
+
+    def _quality(self, rows: np.ndarray, keep: np.ndarray, why: list[str],
+                 max_kl: float | None, min_agreement: float | None) -> tuple[np.ndarray, list[str]]:
+        """KEEP narrowed to ROWS within the quality filters; a row without the figure fails
+        (`not <=`, `not >=`: NaN fails), since no figure is not no loss."""
+        why = list(why)
+        for name, limit, values, at_most in (
+                ("max_kl", max_kl, self.arrays["quality_kl"][rows], True),
+                ("min_agreement", min_agreement, self.arrays["quality_agreement"][rows], False)):
+            if limit is not None:
+                keep = keep & ((values <= limit) if at_most else (values >= limit))
+                why.append(f"{name}={limit:g} leaves {int(keep.sum())} (a deployment without "
+                           f"a quality figure never passes)")
         return keep, why
 
     def _empty_reason(self, model: str, traffic: Traffic, profile: str, rows: np.ndarray,
@@ -322,12 +349,21 @@ def _item(r: dict[str, Any]) -> dict[str, Any]:
             "operating_point": {k: r.get(k) for k in OPERATING_POINT},
             "pareto": r.get("pareto"), "topsis_score": r.get("topsis_score"),
             "p_first": r.get("p_first"), "p_top3": r.get("p_top3"),
-            "mean_rank": r.get("mean_rank"), "rank_note": r.get("rank_note")}
+            "mean_rank": r.get("mean_rank"), "rank_note": r.get("rank_note"),
+            "quality": _quality(r)}
+
+
+def _quality(r: dict[str, Any]) -> dict[str, Any]:
+    """A row's quality figures; a snapshot built before quality was measured says so."""
+    out = {k: r.get(c) for k, c in QUALITY.items()}
+    if out["status"] is None:
+        out["status"], out["reason"] = "not measured", "this catalog snapshot has no quality"
+    return out
 
 
 def _unranked(item: dict[str, Any]) -> dict[str, Any]:
     return {**{k: item[k] for k in IDENTITY}, "capacity_status": item["capacity"]["status"],
-            "reason": item["rank_note"]}
+            "reason": item["rank_note"], "quality": item["quality"]}
 
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:

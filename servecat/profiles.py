@@ -26,9 +26,17 @@ CRITERIA: dict[str, str] = {
     "cost_per_mtok_on_demand": "min",
     "goodput_rps": "max",
 }
+# Quality against the model's most precise deployment measured (bench/quality_compare.py). A
+# deployment may have no figure (never probed, no logprobs), so unlike the criteria above it is
+# required only where a profile weights it; no profile weights it unless its YAML says so.
+QUALITY_CRITERIA: dict[str, str] = {"quality_kl": "min"}
 # What a deployment is ranked on at its operating point (catalog/recommend.py): the criteria
-# above plus its capacity. Profiles may weight any of these; per-config rows ignore capacity_rps.
-DEPLOYMENT_CRITERIA: dict[str, str] = {**CRITERIA, "capacity_rps": "max"}
+# above plus its capacity and quality. Profiles may weight any of these; per-config rows ignore
+# capacity_rps and quality_kl.
+DEPLOYMENT_CRITERIA: dict[str, str] = {**CRITERIA, "capacity_rps": "max", **QUALITY_CRITERIA}
+# The quality figures `max_quality_loss` may limit, and which way: a KL or perplexity ratio at
+# most the limit, a greedy agreement at least it.
+QUALITY_LIMITS: dict[str, str] = {"kl": "max", "perplexity_ratio": "max", "agreement": "min"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +49,8 @@ class Profile:
     weights: dict[str, float] = field(default_factory=dict)
     description: str = ""
     max_error_rate: float = 0.0
+    # Quality figure -> limit (QUALITY_LIMITS); empty: quality does not gate the ranking.
+    max_quality_loss: dict[str, float] = field(default_factory=dict)
 
     @property
     def slo(self) -> Slo:
@@ -58,10 +68,10 @@ def parse_profile(entry: Any, where: str, source: str = "profile",
 
     if not isinstance(entry, Mapping):
         raise fail(where, "expected a mapping with name, slo, weights")
-    unknown = sorted(set(entry) - {"name", "description", "slo", "weights"})
+    unknown = sorted(set(entry) - {"name", "description", "slo", "weights", "max_quality_loss"})
     if unknown:
         raise fail(f"{where}.{unknown[0]}", "unknown field (known: name, description, slo, "
-                                            "weights)")
+                                            "weights, max_quality_loss)")
     name = entry.get("name")
     if not isinstance(name, str) or not name.strip():
         raise fail(f"{where}.name", f"{name!r} is not a non-empty string")
@@ -86,9 +96,34 @@ def parse_profile(entry: Any, where: str, source: str = "profile",
         parsed[key] = float(value)
     if parsed and sum(parsed.values()) <= 0:
         raise fail(f"{where}.weights", "all weights are 0")
+    limits = (_quality_limits(entry["max_quality_loss"], f"{where}.max_quality_loss", source)
+              if "max_quality_loss" in entry else {})
     return Profile(name=name, ttft_p99_ms=slo.ttft_p99_ms, tpot_p99_ms=slo.tpot_p99_ms,
                    weights=parsed, description=str(entry.get("description", "")),
-                   max_error_rate=slo.max_error_rate)
+                   max_error_rate=slo.max_error_rate, max_quality_loss=limits)
+
+
+def _quality_limits(value: Any, where: str, source: str) -> dict[str, float]:
+    """A profile's `max_quality_loss` mapping, each limit checked against its figure's range."""
+    if not isinstance(value, Mapping) or not value:
+        raise SpecError(source, where, f"expected a mapping of quality figure -> limit "
+                                       f"({', '.join(QUALITY_LIMITS)})")
+    # Why each range: a KL is >= 0; agreement is a share; a perplexity-ratio limit below 1
+    # would turn away the reference deployment itself (its ratio is 1 by definition).
+    ranges = {"kl": (0.0, math.inf, "a number >= 0"),
+              "agreement": (0.0, 1.0, "a number in [0, 1]"),
+              "perplexity_ratio": (1.0, math.inf, "a number >= 1")}
+    out: dict[str, float] = {}
+    for key, limit in value.items():
+        if key not in QUALITY_LIMITS:
+            raise SpecError(source, f"{where}.{key}", f"unknown quality figure (known: "
+                                                      f"{', '.join(QUALITY_LIMITS)})")
+        low, high, words = ranges[key]
+        if isinstance(limit, bool) or not isinstance(limit, int | float) \
+                or not math.isfinite(limit) or not low <= limit <= high:
+            raise SpecError(source, f"{where}.{key}", f"{limit!r} is not {words}")
+        out[key] = float(limit)
+    return out
 
 
 def load_profiles(path: str | Path | None = None, need_weights: bool = True) -> list[Profile]:

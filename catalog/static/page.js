@@ -28,6 +28,28 @@ const money = (v) => (finite(v) ? "$" + v.toLocaleString("en-US", {
   minimumSignificantDigits: 3, maximumSignificantDigits: 3 }) : "–");
 const percent = (v) => (finite(v) ? `${Math.round(v * 100)}%` : "–");
 
+// A profile's max_quality_loss in words, as the form's hint says it (catalog/page.py).
+const QUALITY_LIMIT = { kl: "KL ≤", perplexity_ratio: "perplexity ratio ≤", agreement: "agreement ≥" };
+
+/** A deployment's quality in one line: KL and agreement against the model's reference, or why
+ *  there is no figure ("not measured", "skipped: …"); a missing figure is never shown as 0. */
+function qualityText(q) {
+  if (!q?.status || q.status === "not measured") return "not measured";
+  if (q.status !== "ok") return q.reason ? `${q.status}: ${q.reason}` : q.status;
+  return `KL ${fmt(q.kl, 2)} · agreement ${percent(q.agreement)}`;
+}
+
+function qualityCell(item) {
+  const q = item.quality ?? {};
+  const ok = q.status === "ok";
+  const tip = ok ? `against ${q.reference}: mean KL ${fmt(q.kl, 3)} nats over ` +
+    `${q.kl_positions} positions, greedy agreement ${percent(q.agreement)}, perplexity ratio ` +
+    `${fmt(q.perplexity_ratio, 4)} (${q.probe_version})` : (q.reason ?? "no quality probe run");
+  const against = q.reference === item.deployment ? "the reference" : `vs ${q.reference}`;
+  return twoLines(ok ? qualityText(q) : (q.status ?? "not measured"), ok ? against : null,
+                  { class: `l quality${ok ? "" : " muted"}`, title: tip });
+}
+
 /** The form's non-empty fields: forms send every field, the API wants only those given. */
 function query() {
   const params = new URLSearchParams();
@@ -61,6 +83,7 @@ function workload(body) {
     finite(body.slo.ttft_p99_ms) && `p99 TTFT ≤ ${fmt(body.slo.ttft_p99_ms)} ms`,
     finite(body.slo.tpot_p99_ms) && `p99 TPOT ≤ ${fmt(body.slo.tpot_p99_ms)} ms`,
     finite(body.slo.max_error_rate) && `errors ≤ ${fmt(body.slo.max_error_rate * 100)}%`,
+    ...Object.entries(body.max_quality_loss ?? {}).map(([k, v]) => `${QUALITY_LIMIT[k] ?? k} ${fmt(v)}`),
   ].filter(Boolean).join(", ");
   const demand = finite(body.demand_rps)
     ? `${fmt(body.demand_rps)} req/s` : "no demand given (sized for one replica)";
@@ -71,7 +94,7 @@ function workload(body) {
     h("dt", {}, "profile"), h("dd", {}, `${body.profile}: ${slo}`),
     h("dt", {}, "ranked"),
     h("dd", {}, `${body.matching} of ${body.ranked} deployments with capacity match the filters; ` +
-                `${body.unranked.length} without capacity`));
+                `${body.unranked.length} not ranked`));
 }
 
 // --- the ranked table -----------------------------------------------------------------------
@@ -100,8 +123,8 @@ function capacityCell(cap) {
 const COLUMNS = ["#", "deployment", "hardware", "engine", "quant.", "engine settings",
   "capacity req/s (interval)", "concurrency at capacity", "p99 TTFT / TPOT ms",
   "tokens/s per GPU",
-  "replicas", "GPUs", "$/hour on-demand (spot)", "$/1M tokens on-demand (spot)", "P(#1)",
-  "P(top 3)", "Pareto"];
+  "replicas", "GPUs", "$/hour on-demand (spot)", "$/1M tokens on-demand (spot)",
+  "quality vs reference", "P(#1)", "P(top 3)", "Pareto"];
 
 /** A cell with MAIN on top and SECOND, smaller, under it. */
 const twoLines = (main, second, attrs = {}) =>
@@ -130,7 +153,7 @@ function rankedTable(body) {
       h("td", {}, `${fewer}${serving.gpus}`),
       twoLines(dollars(serving.usd_per_hour_on_demand), dollars(serving.usd_per_hour_spot)),
       twoLines(money(op.cost_per_mtok_on_demand), money(op.cost_per_mtok_spot)),
-      h("td", {}, percent(item.p_first)), h("td", {}, percent(item.p_top3)),
+      qualityCell(item), h("td", {}, percent(item.p_first)), h("td", {}, percent(item.p_top3)),
       h("td", { class: "c" }, item.pareto ? "✓" : ""));
   });
   const sized = finite(body.demand_rps) ? `, sized for ${fmt(body.demand_rps)} req/s` :
@@ -138,8 +161,10 @@ function rankedTable(body) {
   // The caption stays outside the scrolling box, readable however wide the table is.
   return [h("p", { class: "caption" }, `Deployments ranked at their operating points (the ` +
       `highest load that holds the SLOs)${sized}. “≥” marks a capacity that is a lower bound: ` +
-      `every measured load held, so fewer replicas may do. P(#1) and P(top 3) are the shares ` +
-      `of resampled rankings. Pareto: not beaten on all four ranking criteria at once.`),
+      `every measured load held, so fewer replicas may do. Quality: mean KL and greedy agreement ` +
+      `against the model's most precise deployment measured (“not measured” where it was not ` +
+      `probed: no figure is not no loss). P(#1) and P(top 3) are the shares of resampled ` +
+      `rankings. Pareto: not beaten on throughput, capacity, cost and the p99s at once.`),
     h("div", { class: "scroll" }, h("table", { id: "ranked" }, h("thead", {}, head),
                                     h("tbody", {}, ...rows)))];
 }
@@ -147,13 +172,16 @@ function rankedTable(body) {
 function unrankedTable(body) {
   if (!body.unranked.length) return null;
   return h("table", { id: "unranked" },
-    h("caption", {}, "Not ranked: no capacity under this profile's SLOs on this traffic"),
+    h("caption", {}, "Not ranked: no capacity under this profile's SLOs on this traffic, or " +
+      "turned away by its quality limits"),
     h("thead", {}, h("tr", {}, ...["deployment", "hardware", "engine", "quant.", "capacity",
-                                  "why"].map((c) => h("th", { scope: "col", class: "l" }, c)))),
+                                  "quality vs reference", "why"]
+      .map((c) => h("th", { scope: "col", class: "l" }, c)))),
     h("tbody", {}, ...body.unranked.map((u) => h("tr", { "data-deployment": u.deployment },
       h("td", { class: "l name" }, u.deployment), h("td", { class: "l nowrap" }, `${u.hardware} ×${u.gpu_count}`),
       h("td", { class: "l" }, u.engine), h("td", { class: "l" }, u.quantization),
-      h("td", { class: "l" }, u.capacity_status), h("td", { class: "l reason" }, u.reason)))));
+      h("td", { class: "l" }, u.capacity_status), qualityCell(u),
+      h("td", { class: "l reason" }, u.reason)))));
 }
 
 // --- cost vs capacity -----------------------------------------------------------------------
@@ -189,7 +217,8 @@ function costChart(body) {
     const cap = p.item.capacity;
     const tip = `#${p.item.rank} ${p.item.deployment}\ncapacity ${cap.lower_bound ? "≥ " : ""}` +
       `${fmt(p.x)} req/s` + (cap.lower_bound ? " (lower bound)" : ` (${fmt(p.lo)}–${fmt(p.hi)})`) +
-      `\n${money(p.y)} per 1M output tokens on-demand, ${money(p.item.operating_point.cost_per_mtok_spot)} spot`;
+      `\n${money(p.y)} per 1M output tokens on-demand, ${money(p.item.operating_point.cost_per_mtok_spot)} spot` +
+      `\nquality: ${qualityText(p.item.quality)}`;
     if (!cap.lower_bound && finite(p.lo) && finite(p.hi)) {
       c.plot.append(errorBarX(c.y(p.y), c.x(p.lo), c.x(p.hi), tip));
     }

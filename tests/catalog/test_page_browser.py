@@ -112,6 +112,9 @@ def test_page_draws_the_ranked_deployments_and_their_charts(sweep_live, tmp_path
         assert capacity.startswith("≥ ") == item["capacity"]["lower_bound"]
         [replicas] = row.find("td", cls="replicas")
         assert replicas.text.removeprefix("≤ ") == str(item["serving"]["replicas"])
+        # No probe run in this catalog: quality says so, never a figure of no loss.
+        [quality] = row.find("td", cls="quality")
+        assert quality.all_text() == "not measured" == item["quality"]["status"]
     [missing] = dom.find("table", id="unranked")
     assert [r.attrs["data-deployment"] for r in missing.find("tbody")[0].find("tr")] == \
         [u["deployment"] for u in unranked]
