@@ -207,6 +207,11 @@ def search_outcomes(config: dict, measure: Callable[[dict], Outcome],
             outcome = measure(pc)
             on_outcome(outcome)
             outcomes.append(outcome)
+            if outcome.status == "invalid":  # no load at or above x can be given: stop there
+                saturated_at = min(saturated_at, x)
+                trace.saturated = f"not measured at or above {_level(pc)}: {outcome.reason}"
+                seen[x] = None
+                return None
             if outcome.status != "ok":
                 raise _ProbeFailed
             trace.measured.append(x)
@@ -256,4 +261,6 @@ def _measure(config, endpoint, tokenizer, profiles, check_alive, log,
     log(f"{config['workload_id']}: {s.get('output_tokens_per_s', 0):.1f} tok/s, "
         f"p99 TTFT {s.get('ttft_p99_ms') or 0:.0f} ms, errors {s.get('error_rate', 0):.1%} "
         f"({time.perf_counter() - started:.1f} s)")
+    if s.get("valid") is False:  # the client did not give the load asked for (bench/validity.py)
+        return Outcome(config, "invalid", s.get("invalid_reason"), s, result.requests)
     return Outcome(config, "ok", None, s, result.requests)

@@ -104,7 +104,7 @@ def _result(run: _Run, records: list[RequestRecord], tok: Tokenizer,
     records.sort(key=lambda r: r.request_index)
     table = pa.Table.from_pylist([r.row(run.t0) for r in records], schema=REQUEST_SCHEMA)
     summary = summarize(table, profiles, run.workload.target_rate, run.max_in_flight,
-                        early_stopped=run.broken is not None)
+                        stop_reason=run.broken)
     result = WorkloadResult(table, summary)
     if run.broken:
         raise EndpointBroken(run.broken, result)
@@ -128,6 +128,7 @@ class _Run:
         self.in_flight = self.max_in_flight = 0
         self.broken: str | None = None
         self._checked = self._failed = self._window = 0
+        self._phase = "warm-up "  # named in the early-stop reason
         self._tasks: set[asyncio.Task] = set()
         self._bar: Callable[[], None] | None = None
 
@@ -158,6 +159,7 @@ class _Run:
             if self.broken:
                 return []
             measured = self._records(w.warmup_requests, w.requests, "")
+            self._phase = ""
             self._start_bar(len(measured))
             self._checked = self._failed = 0
             self._window = min(self.error_window, len(measured))
@@ -202,8 +204,8 @@ class _Run:
         limit = self.error_threshold * self._window
         if self._failed > limit:
             self.broken = (f"endpoint {self.url} looks broken: {self._failed} of the first "
-                           f"{self._checked} requests failed (last: {rec.error_type}: "
-                           f"{rec.error_message}); stopped early")
+                           f"{self._checked} {self._phase}requests failed (last: "
+                           f"{rec.error_type}: {rec.error_message})")
             for task in self._tasks:
                 task.cancel()
 

@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 
 from bench.profiles import Profile
 from bench.schema import LATENCY_METRICS, summary_schema
+from bench.validity import invalid_reason
 from servecat.slo import Slo, request_meets
 
 _PCTS = {"p50": 50, "p90": 90, "p95": 95, "p99": 99}
@@ -33,8 +34,9 @@ def column(table: pa.Table, name: str, mask: np.ndarray | None = None) -> np.nda
 
 
 def summarize(table: pa.Table, profiles: list[Profile], target_rate: float | None,
-              max_in_flight: int, early_stopped: bool = False) -> dict[str, object]:
-    """One flat summary row (keys = summary_schema(profiles) names)."""
+              max_in_flight: int, stop_reason: str | None = None) -> dict[str, object]:
+    """One flat summary row (keys = summary_schema(profiles) names). STOP_REASON says why the
+    run stopped early (the endpoint looked broken), if it did; such a row is not valid."""
     n = table.num_rows
     ok = table.column("ok").to_numpy(zero_copy_only=False).astype(bool) if n else np.zeros(0, bool)
     n_ok = int(ok.sum())
@@ -57,7 +59,7 @@ def summarize(table: pa.Table, profiles: list[Profile], target_rate: float | Non
         "num_requests": n, "num_completed": n_ok, "num_failed": n - n_ok,
         "error_rate": (n - n_ok) / n if n else None,
         "error_types": json.dumps(dict(sorted(errors.items()))),
-        "early_stopped": early_stopped,
+        "early_stopped": stop_reason is not None,
         "duration_s": duration,
         "requests_per_s": per_s(n_ok),
         "output_tokens_per_s": per_s(out_tok),
@@ -74,6 +76,8 @@ def summarize(table: pa.Table, profiles: list[Profile], target_rate: float | Non
         "achieved_rate": _achieved_rate(sent),
         "max_in_flight": max_in_flight,
     }
+    why = invalid_reason(sched, column(table, "dispatched_s"), target_rate, stop_reason)
+    summary |= {"valid": why is None, "invalid_reason": why}
     ttft, tpot = column(table, "ttft_ms"), column(table, "tpot_ms")
     for p in profiles:
         meets = request_meets(ok, ttft, tpot, Slo.of(p))

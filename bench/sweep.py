@@ -18,15 +18,21 @@ from bench.workload import Workload
 from servecat.slo import Slo, level_holds
 
 
+def levels(base: Workload, concurrencies: Sequence[int] = (),
+           rates: Sequence[float] = ()) -> list[Workload]:
+    """`base` at each concurrency (closed loop), then at each rate (open loop)."""
+    return ([dataclasses.replace(base, load="concurrency", concurrency=c, rate=None)
+             for c in concurrencies]
+            + [dataclasses.replace(base, load="rate", rate=r, concurrency=None) for r in rates])
+
+
 def sweep(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Tokenizer,
           concurrencies: Sequence[int] = (), rates: Sequence[float] = (),
           profiles: list | None = None, **kwargs) -> list[tuple[Workload, WorkloadResult]]:
     """Run `base` once per concurrency (closed loop) or per rate (open loop)."""
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
-    loads = ([dataclasses.replace(base, load="concurrency", concurrency=c, rate=None)
-              for c in concurrencies]
-             + [dataclasses.replace(base, load="rate", rate=r, concurrency=None) for r in rates])
-    return [(w, run_workload(endpoint, w, tok, profiles, **kwargs)) for w in loads]
+    return [(w, run_workload(endpoint, w, tok, profiles, **kwargs))
+            for w in levels(base, concurrencies, rates)]
 
 
 def meets(summary: dict[str, object], profile: Profile) -> bool:
@@ -36,11 +42,13 @@ def meets(summary: dict[str, object], profile: Profile) -> bool:
 
 @dataclass
 class SloSearch:
-    """The highest concurrency that met the profile (None if even the lowest failed), and every probe."""
+    """The highest concurrency that met the profile (None if even the lowest failed), the
+    lowest that failed above it (None if none did up to the maximum), and every probe."""
 
     profile: str
     best_concurrency: int | None
     probes: list[tuple[int, bool, dict[str, object]]] = field(default_factory=list)
+    first_failure: int | None = None
 
 
 def slo_search(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Tokenizer,
@@ -49,7 +57,9 @@ def slo_search(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Token
     """Double the concurrency from `start` until the profile's SLOs fail, then bisect.
 
     Each probe runs max(base.requests, requests_per_slot * concurrency) requests, so every
-    worker sends several. A broken endpoint (early stop) counts as a failed probe.
+    worker sends several. A broken endpoint (early stop) counts as a failed probe; its summary
+    keeps the reason as `invalid_reason`. `max_concurrency` itself is probed, so a search that
+    never fails has held up to it.
     """
     tok = tokenizer if isinstance(tokenizer, Tokenizer) else Tokenizer(tokenizer)
     out = SloSearch(profile.name, None)
@@ -61,13 +71,16 @@ def slo_search(endpoint: Endpoint, base: Workload, tokenizer: str | Path | Token
         try:
             summary = run_workload(endpoint, w, tok, [profile], **kwargs).summary
         except EndpointBroken as exc:
-            summary = exc.result.summary if exc.result else {}
+            summary = {**(exc.result.summary if exc.result else {}), "early_stopped": True,
+                       "valid": False, "invalid_reason": f"stopped early: {exc}"}
         ok = meets(summary, profile)
         out.probes.append((c, ok, summary))
         if on_probe:
             on_probe(c, ok, summary)
         return ok
 
-    good, _ = double_then_bisect(probe, start, max_concurrency, snap=math.floor)
+    good, bad = double_then_bisect(probe, start, max_concurrency, snap=math.floor,
+                                   reach_maximum=True)
     out.best_concurrency = None if good is None else int(good)
+    out.first_failure = None if bad is None else int(bad)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, fields
 
@@ -59,16 +60,17 @@ class Workload:
             self._check(_positive(self.concurrency), "concurrency",
                         f"must be a positive integer with load=concurrency, got {self.concurrency!r}")
         else:
-            self._check(self.rate is not None and self.rate > 0, "rate",
-                        f"must be > 0 with load=rate, got {self.rate!r}")
+            self._check(_finite_positive(self.rate), "rate",
+                        f"must be a finite number > 0 with load=rate, got {self.rate!r}")
             self._check(self.arrival in ARRIVALS, "arrival",
                         f"{self.arrival!r} is not one of {', '.join(ARRIVALS)}")
-            self._check(self.burstiness > 0, "burstiness", f"must be > 0, got {self.burstiness!r}")
+            self._check(_finite_positive(self.burstiness), "burstiness",
+                        f"must be a finite number > 0, got {self.burstiness!r}")
             self._check(self.max_concurrency is None or _positive(self.max_concurrency),
                         "max_concurrency", f"must be a positive integer, got {self.max_concurrency!r}")
         self._check(_positive(self.requests), "requests", f"must be >= 1, got {self.requests!r}")
-        self._check(self.duration_s is None or self.duration_s > 0, "duration_s",
-                    f"must be > 0, got {self.duration_s!r}")
+        self._check(self.duration_s is None or _finite_positive(self.duration_s), "duration_s",
+                    f"must be a finite number > 0, got {self.duration_s!r}")
         self._check(self.warmup_requests >= 0, "warmup_requests", "must be >= 0")
         self._check(self.shared_prefix_tokens >= 0, "shared_prefix_tokens", "must be >= 0")
         self._check(self.api in APIS, "api", f"{self.api!r} is not one of {', '.join(APIS)}")
@@ -83,6 +85,9 @@ class Workload:
                         f"uniform needs 1 <= min <= max, got {lo!r}..{hi!r}")
         if dist == "normal":
             self._check(std >= 0, f"{side}_std", f"must be >= 0, got {std!r}")
+            self._check((lo is None or _positive(lo)) and (hi is None or _positive(hi))
+                        and (lo is None or hi is None or lo <= hi), f"{side}_min/{side}_max",
+                        f"normal clips to 1 <= min <= max, got {lo!r}..{hi!r}")
 
     def _check(self, ok: bool, field: str, why: str) -> None:
         if not ok:
@@ -93,9 +98,21 @@ class Workload:
         """Requests/s asked for (open loop), None for a closed loop."""
         return self.rate if self.load == "rate" else None
 
+    @property
+    def level(self) -> str:
+        """The load level in words: `concurrency 8` or `rate 2.5/s` (requests per second)."""
+        return (f"concurrency {self.concurrency}" if self.load == "concurrency"
+                else f"rate {self.rate:g}/s")
+
 
 def _positive(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _finite_positive(value: object) -> bool:
+    """A real number > 0 that is not inf or NaN (NaN compares false, so `> 0` alone lets it by)."""
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0)
 
 
 WORKLOAD_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Workload))

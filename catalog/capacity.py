@@ -32,6 +32,9 @@ from servecat.slo import SLO_METRICS, Slo, describe_misses, level_columns, misse
 
 LOADS = ("concurrency", "rate")
 GROUP_COLUMNS = ("deployment", "lengths", "load")
+# Rows that are not measured load levels: a skipped config, or a level the client could not
+# give as asked (bench/validity.py: dispatch lag or achieved rate), never ranked.
+NOT_LEVELS = ("skipped", "invalid")
 # Quantities interpolated at the crossing, in this order (columns of _quantities()).
 QUANTITIES = ("rps", "concurrency", "output_tokens_per_s", "goodput_rps")
 
@@ -151,7 +154,7 @@ def capacities(levels: pd.DataFrame, profiles: Iterable[Any],
 def prepare(levels: pd.DataFrame) -> tuple[str, pd.DataFrame]:
     """(load kind, the measured levels sorted by load): skipped levels dropped, one load kind."""
     if "status" in levels:
-        levels = levels[levels["status"].fillna("ok").astype(str) != "skipped"]
+        levels = levels[~levels["status"].fillna("ok").astype(str).isin(NOT_LEVELS)]
     kinds = levels["load"].dropna().astype(str).unique() if "load" in levels else []
     if len(kinds) > 1:
         raise ValueError(f"levels: mixed load kinds {sorted(kinds)}; "

@@ -20,7 +20,15 @@ import pandas as pd
 
 from bench.quality import ProbeRun
 from catalog.build import check_summary
-from catalog.capacity import LOADS, Capacity, at_crossing, capacity_of, crossing, quantities
+from catalog.capacity import (
+    LOADS,
+    NOT_LEVELS,
+    Capacity,
+    at_crossing,
+    capacity_of,
+    crossing,
+    quantities,
+)
 from catalog.confidence import row_percentiles
 from catalog.config import Hardware, Profile, as_hardware, as_profiles
 from catalog.cost import add_cost
@@ -130,7 +138,7 @@ def _measured(summary: pd.DataFrame, hardware: Sequence[Hardware]) -> pd.DataFra
     configs = summary.reset_index(drop=True)
     status = (configs["status"] if "status" in configs else pd.Series("ok", configs.index))
     configs = configs.assign(status=status.fillna("ok").astype(str))
-    configs = configs[configs["status"] != "skipped"].reset_index(drop=True)
+    configs = configs[~configs["status"].isin(NOT_LEVELS)].reset_index(drop=True)
     configs = add_cost(configs, hardware)
     configs["_pos"] = np.arange(len(configs))
     return configs

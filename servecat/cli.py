@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "api": "servecat.commands.api:api",
     "perf": "servecat.commands.perf:perf",
     "quality": "servecat.commands.quality:quality",
+    "results": "servecat.commands.results:results",
     "demo": "servecat.commands.demo:demo",
 }
 

@@ -76,6 +76,10 @@ BASE_SUMMARY: list[pa.Field] = [
     pa.field("target_rate", pa.float64()),  # requests/s asked for; null for a closed loop
     pa.field("achieved_rate", pa.float64()),  # (sent - 1) / (last send - first send)
     pa.field("max_in_flight", pa.int64()),
+    # Whether the client kept to its schedule (bench/validity.py); an invalid level is no
+    # measurement of the server, and says why.
+    pa.field("valid", pa.bool_()),
+    pa.field("invalid_reason", pa.string()),
 ]
 
 

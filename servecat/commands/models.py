@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from engine.local_models import SHAPES
+from servecat.commands.checks import MAX_SEED, check_writable
 
 
 @click.group()
@@ -18,10 +19,18 @@ def models() -> None:
 @click.argument("name", type=click.Choice(sorted(SHAPES)))
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output directory (default .servecat/models/NAME).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True,
+              help="Seed of the random weights (same name + seed, same model).")
 def build(name: str, out: Path | None, seed: int) -> None:
     """Build model NAME: Llama architecture (GQA), BPE tokenizer with a chat template."""
-    from engine.local_models import build_model
+    from engine.local_models import build_model, default_model_dir
 
-    path = build_model(name, out, seed=seed)
+    check_writable(out or default_model_dir(name), "--out", folder=True)
+    try:
+        path = build_model(name, out, seed=seed)
+    except OSError as exc:
+        where = f"--out {str(out)!r}" if out else "the default folder .servecat/models"
+        raise click.ClickException(f"cannot write the model to {where}: "
+                                   f"{exc.strerror or exc}") from None
     click.echo(f"built {name} at {path}")
+

@@ -57,7 +57,7 @@ def test_sweep_and_slo_search_commands(url, tokenizer_path, tmp_path):
     text = _run(["loadgen", "sweep", *common, "--concurrencies", "1,2", "--out", str(tmp_path / "s.parquet")])
     assert pq.read_table(tmp_path / "s.parquet").column("concurrency").to_pylist() == [1, 2]
     text = _run(["loadgen", "slo-search", *common, "--profile", "interactive", "--max", "4"])
-    assert "highest concurrency meeting interactive: 4" in text
+    assert "highest concurrency meeting interactive: ≥ 4 (never failed up to --max 4)" in text
 
 
 def test_slo_search_doubles_then_bisects(monkeypatch, tokenizer_path):
