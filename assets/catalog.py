@@ -8,14 +8,19 @@ import io
 import dagster as dg
 import pandas as pd
 
-from assets.results import benchmark_results
+from assets.matrix import deployments as deployment_partitions
+from assets.results import WITH_ITS_ASSET, benchmark_results
+from assets.runs import benchmark_runs
 from catalog.build import build_catalog
+from catalog.quality import stored_probe_runs
 from catalog.recommend import build_deployments
 from catalog.report import (
     check_complete,
     check_ranks,
     check_scores,
     deployments_markdown,
+    lacking_deployments,
+    lacking_markdown,
     top_markdown,
 )
 from catalog.snapshots import load_latest, write_snapshot
@@ -37,21 +42,41 @@ def read_results(store: ResultStore, warehouse: Warehouse) -> tuple[pd.DataFrame
     return summary, requests
 
 
+def partition_states(instance: dg.DagsterInstance) -> dict[str, str | None]:
+    """Each registered deployment's benchmark_runs state: None (never run), "in_progress",
+    "failed" (its last run) or "materialized"."""
+    keys = instance.get_dynamic_partitions(deployment_partitions.name)
+    status = instance.get_status_by_partition(benchmark_runs.key, keys, deployment_partitions) or {}
+    return {k: (status[k].value.lower() if status.get(k) else None) for k in keys}
+
+
+# Its one upstream (benchmark_results) is unpartitioned, so plain eager() does not wait on the
+# deployments; waiting while benchmark_results is in progress keeps it off a half-written DuckDB.
 @dg.asset(deps=[benchmark_results], group_name="catalog", kinds={"parquet"},
           automation_condition=dg.AutomationCondition.eager())
-def model_catalog(store: ResultStore, warehouse: Warehouse) -> dg.MaterializeResult:
+def model_catalog(context: dg.AssetExecutionContext, store: ResultStore,
+                  warehouse: Warehouse) -> dg.MaterializeResult:
     """Per deployment × length profile × profile: capacity, operating point, cost, Pareto flag,
-    TOPSIS rank and P(#1); and every config's metrics per profile underneath."""
+    TOPSIS rank and P(#1); and every config's metrics per profile underneath. Its metadata names
+    the registered deployments it lacks (never run, running, failed)."""
     summary, requests = read_results(store, warehouse)
     if summary.empty or "status" not in summary:
         raise dg.Failure(description="benchmark_results has no summaries yet: run "
                                      "benchmark_runs partitions first")
+    states = partition_states(context.instance)
     catalog = build_catalog(summary, requests, HARDWARE, PROFILES)
-    deployments = build_deployments(summary, requests, HARDWARE, PROFILES)
+    probes = stored_probe_runs(store)  # runs/quality/deployment=<key>/quality-v1.parquet
+    deployments = build_deployments(summary, requests, HARDWARE, PROFILES, probes=probes)
     path = write_snapshot(catalog, catalog_root(store), tables=deployments.tables())
     ranked = deployments.deployments
+    measured = set(summary.loc[summary["status"] == "ok", "deployment"].astype(str))
+    lacking = lacking_deployments(list(states), measured, states)
     return dg.MaterializeResult(metadata={
         "snapshot": dg.MetadataValue.path(path),
+        "deployments": len(measured), "deployments_registered": len(states),
+        "deployments_lacking": int((~lacking["deployment"].isin(measured)).sum()),
+        "deployments_failed": sum(s == "failed" for s in states.values()),
+        "lacking": dg.MetadataValue.md(lacking_markdown(lacking)),
         "rows": len(catalog), "configs": int(summary["config_id"].nunique()),
         "ranked": int(catalog["rank"].notna().sum()),
         "deployment_rows": len(ranked), "ranked_deployment_rows": int(ranked["rank"].notna().sum()),
@@ -95,19 +120,19 @@ def _result(problems: list[str], **metadata) -> dg.AssetCheckResult:
                                metadata={"problems": "\n".join(problems) or "none", **metadata})
 
 
-@dg.asset_check(asset=model_catalog)
+@dg.asset_check(asset=model_catalog, automation_condition=WITH_ITS_ASSET)
 def catalog_scores_in_unit_interval(store: ResultStore) -> dg.AssetCheckResult:
     """Every ranked TOPSIS score lies in [0, 1]."""
     return _result(check_scores(_latest(store)))
 
 
-@dg.asset_check(asset=model_catalog)
+@dg.asset_check(asset=model_catalog, automation_condition=WITH_ITS_ASSET)
 def catalog_ranks_are_permutations(store: ResultStore) -> dg.AssetCheckResult:
     """Within each (model, profile) the ranks are exactly 1..n."""
     return _result(check_ranks(_latest(store)))
 
 
-@dg.asset_check(asset=model_catalog)
+@dg.asset_check(asset=model_catalog, automation_condition=WITH_ITS_ASSET)
 def catalog_has_every_config(store: ResultStore, warehouse: Warehouse) -> dg.AssetCheckResult:
     """Every measured config appears once per profile."""
     catalog = _latest(store)

@@ -1,8 +1,9 @@
 """`benchmark_matrix`: the test matrix of a spec, written to the store; deployments registered."""
 # No `from __future__ import annotations` here: Dagster resolves config/resource types at runtime.
 
-
+import hashlib
 import os
+from pathlib import Path
 
 import dagster as dg
 
@@ -14,16 +15,26 @@ from servecat.errors import SpecError
 deployments = dg.DynamicPartitionsDefinition(name="deployments")
 
 DEFAULT_SPEC = os.environ.get("SERVECAT_MATRIX", "configs/demo.yaml")
+SPEC_DIGEST = "spec_sha256"  # metadata: what the spec sensor's cursor starts from
 
 
 class MatrixConfig(dg.Config):
     spec_path: str = DEFAULT_SPEC
 
 
+def spec_digest(path: str | Path) -> str | None:
+    """The SHA-256 of the spec file's bytes, or None when it cannot be read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
 @dg.asset(group_name="benchmarks", kinds={"parquet"})
 def benchmark_matrix(context: dg.AssetExecutionContext, config: MatrixConfig,
                      store: ResultStore) -> dg.MaterializeResult:
     """One row per config (deployment x workload) of the matrix spec; registers deployments."""
+    digest = spec_digest(config.spec_path)  # before expanding: the bytes that were expanded
     try:
         exp = expand_file(config.spec_path)
     except SpecError as exc:
@@ -38,7 +49,8 @@ def benchmark_matrix(context: dg.AssetExecutionContext, config: MatrixConfig,
     context.log.info(f"{len(keys)} deployments ({len(new)} new) from {config.spec_path}")
     t = totals(exp)
     return dg.MaterializeResult(metadata={
-        "spec": config.spec_path, "matrix": exp.spec.name, "path": dg.MetadataValue.path(uri),
+        "spec": config.spec_path, SPEC_DIGEST: digest or "", "matrix": exp.spec.name,
+        "path": dg.MetadataValue.path(uri),
         "configs": t["kept"], "pruned": t["pruned"], "deployments": t["deployments"],
         "new_deployments": len(new), "summary": dg.MetadataValue.md(as_markdown(exp)),
     })

@@ -11,9 +11,30 @@ from servecat.results import REQUIRED_COLUMNS as REQUIRED
 
 ERROR_RATE_WARN = 0.05
 
+# Refresh after any deployment's run materializes. Plain `eager()` also waits until no upstream
+# partition is missing or in progress: with deployments registered but never run (a spec's
+# partitions nobody launched, a failed request) or a fleet always running one, the catalog would
+# never refresh. Reading mid-run is safe: every result file is written whole or not at all. One
+# measured deployment is still required, so a fresh instance does not build an empty catalog.
+SOME_DEPLOYMENT_MEASURED = (
+    dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing())
+    .allow(dg.AssetSelection.assets("benchmark_runs"))
+    .with_label("some deployment has results"))
+REFRESH_ON_ANY_DEPLOYMENT = (
+    dg.AutomationCondition.eager()
+    .without(~dg.AutomationCondition.any_deps_missing())
+    .without(~dg.AutomationCondition.any_deps_in_progress())
+    & SOME_DEPLOYMENT_MEASURED
+).with_label("eager, whatever other deployments are missing, failed or running")
+# A check runs in the same run as its asset whenever the automation sensor requests that asset,
+# so the UI never shows a refreshed asset whose checks say "Not Evaluated". (A run launched by
+# hand selects the checks of its assets anyway.)
+WITH_ITS_ASSET = dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.will_be_requested()).with_label("with its asset")
+
 
 @dg.asset(deps=[benchmark_matrix, benchmark_runs], group_name="benchmarks", kinds={"duckdb"},
-          automation_condition=dg.AutomationCondition.eager())
+          automation_condition=REFRESH_ON_ANY_DEPLOYMENT)
 def benchmark_results(store: ResultStore, warehouse: Warehouse) -> dg.MaterializeResult:
     """Views `matrix`, `summary` and `requests` over all result Parquet in the store."""
     with warehouse.connect(store) as con:
@@ -33,7 +54,7 @@ def _columns(con, table: str) -> set[str]:
     return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
-@dg.asset_check(asset=benchmark_results, blocking=True)
+@dg.asset_check(asset=benchmark_results, blocking=True, automation_condition=WITH_ITS_ASSET)
 def results_schema(store: ResultStore, warehouse: Warehouse) -> dg.AssetCheckResult:
     """Every table has the columns the catalog relies on."""
     with warehouse.connect(store, read_only=True) as con:
@@ -43,7 +64,7 @@ def results_schema(store: ResultStore, warehouse: Warehouse) -> dg.AssetCheckRes
     return dg.AssetCheckResult(passed=not missing, metadata={"missing": str(missing or "none")})
 
 
-@dg.asset_check(asset=benchmark_results)
+@dg.asset_check(asset=benchmark_results, automation_condition=WITH_ITS_ASSET)
 def results_latencies_valid(store: ResultStore, warehouse: Warehouse) -> dg.AssetCheckResult:
     """No negative or NaN latency in a successful request."""
     with warehouse.connect(store, read_only=True) as con:
@@ -57,7 +78,7 @@ def results_latencies_valid(store: ResultStore, warehouse: Warehouse) -> dg.Asse
     return dg.AssetCheckResult(passed=bad == 0, metadata={"invalid_rows": bad})
 
 
-@dg.asset_check(asset=benchmark_results)
+@dg.asset_check(asset=benchmark_results, automation_condition=WITH_ITS_ASSET)
 def results_error_rate(store: ResultStore, warehouse: Warehouse) -> dg.AssetCheckResult:
     """Per deployment, failed requests stay under 5% (a warning, not a failure)."""
     with warehouse.connect(store, read_only=True) as con:
@@ -70,7 +91,7 @@ def results_error_rate(store: ResultStore, warehouse: Warehouse) -> dg.AssetChec
                                metadata={"over_threshold": str(dict(rows) or "none")})
 
 
-@dg.asset_check(asset=benchmark_results)
+@dg.asset_check(asset=benchmark_results, automation_condition=WITH_ITS_ASSET)
 def results_complete(store: ResultStore, warehouse: Warehouse) -> dg.AssetCheckResult:
     """Every kept config of the matrix has a summary (measured, or skipped with a reason)."""
     with warehouse.connect(store, read_only=True) as con:

@@ -1,6 +1,7 @@
 """`benchmark_runs`: one partition per deployment; start its target, sweep its workloads."""
 # No `from __future__ import annotations` here: Dagster resolves config/resource types at runtime.
 
+import json
 import tempfile
 from pathlib import Path
 
@@ -9,7 +10,9 @@ import dagster as dg
 from assets.matrix import benchmark_matrix, deployments
 from bench.deployment_run import sweep
 from bench.profiles import load_profiles
+from bench.quality import probe_deployment, quality_path
 from bench.server_metrics import scrape
+from catalog.report import results_markdown
 from resources.run_files import deployment_configs, finished, outcome_schema, write_outcome
 from resources.store import ResultStore, summary_path
 from resources.target_resource import TargetsResource
@@ -20,6 +23,14 @@ class RunsConfig(dg.Config):
     force: bool = False  # re-measure workloads that already have a summary
 
 
+# What a deployment key names only by its hash: the engine settings a person looks for.
+SETTINGS = ("model", "model_id", "hardware_key", "engine", "quantization", "engine_args")
+SETTINGS_TAG = "servecat/{}"
+RESULT_COLUMNS = ("config_id", "workload_id", "workload_index", "status", "status_reason",
+                  "measured_at", "output_tokens_per_s", "ttft_p99_ms", "tpot_p99_ms",
+                  "error_rate", "probe_of")
+
+
 @dg.asset(partitions_def=deployments, deps=[benchmark_matrix], group_name="benchmarks",
           pool="benchmark", kinds={"parquet", "mlflow"})
 def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store: ResultStore,
@@ -27,11 +38,13 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
     """Start the deployment's server, run each unfinished workload, write its rows, stop."""
     key = context.partition_key
     configs, matrix_schema = deployment_configs(store, key)
+    settings = {k: str(configs[0][k]) for k in SETTINGS if configs[0].get(k) is not None}
+    tag_settings(context, settings)
     done = set() if config.force else finished(store, key)
     todo = [c for c in configs if c["config_id"] not in done]
     context.log.info(f"{key}: {len(configs)} workloads, {len(done)} finished, {len(todo)} to run")
-    if not todo:
-        return dg.MaterializeResult(metadata={"workloads": len(configs), "measured_now": 0})
+    if not todo and store.exists(quality_path(key)):
+        return _materialization(store, key, configs, settings, [])
     profiles = load_profiles()
     schema = outcome_schema(matrix_schema, [p.name for p in profiles])
     run = tracking.start(configs[0], {"dagster_run_id": context.run_id})
@@ -68,6 +81,15 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
                              log=context.log.info,
                              scrape=(lambda: scrape(url, headers=target.endpoint().headers))
                              if url else None)
+            # Quality beside speed: once per deployment and probe version; never fails the run.
+            try:
+                target.check_alive()
+                ep = target.endpoint()
+                probe_deployment(store, key, ep.base_url, ep.model, ep.request_headers(),
+                                 log=context.log.info)
+            except Exception as exc:
+                context.log.warning(f"{key}: quality probe not stored (tried again next run): "
+                                    f"{exc}")
         failed = [o for o in outcomes if o.status == "failed"]
         status = "FAILED" if failed else "FINISHED"
     finally:
@@ -79,20 +101,52 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
     if failed:
         raise dg.Failure(description=f"{key}: workload {failed[0].config['workload_id']} "
                                      f"failed: {failed[0].reason}")
+    return _materialization(store, key, configs, settings, outcomes)
+
+
+def tag_settings(context: dg.AssetExecutionContext, settings: dict[str, str]) -> None:
+    """Tag the run with the deployment's engine settings, which its partition key names only by
+    hash, so the Runs page shows them whoever launched it (sensor, backfill, demo, UI); tags the
+    launcher set (hardware, placement) are kept."""
+    tags = {SETTINGS_TAG.format(k): v for k, v in settings.items()}
+    new = {k: v for k, v in tags.items() if k not in context.run.tags}
+    if new:
+        context.instance.add_run_tags(context.run_id, new)
+
+
+def _materialization(store: ResultStore, key: str, configs: list[dict], settings: dict[str, str],
+                     outcomes: list) -> dg.MaterializeResult:
+    """The deployment as it stands now: its settings and every workload's current result, also
+    when this run measured nothing (a re-run of a finished deployment), so the partition's newest
+    materialization never hides its results behind `measured_now 0`."""
+    rows = current_results(store, key)
+    ids = {c["config_id"] for c in configs}
+    mine = [r for r in rows if r["config_id"] in ids]
     return dg.MaterializeResult(metadata={
-        "workloads": len(configs), "measured_now": sum(o.status == "ok" for o in outcomes),
-        "skipped": sum(o.status == "skipped" for o in outcomes),
-        "sweep_s": sum((o.summary or {}).get("wall_s", 0.0) for o in outcomes),
-        "results": dg.MetadataValue.md(_table(outcomes)),
+        **{k: v for k, v in settings.items() if k != "engine_args"},
+        "engine_args": dg.MetadataValue.json(json.loads(settings.get("engine_args") or "{}")),
+        "workloads": len(configs),
+        "workloads_done": sum(r["status"] in ("ok", "skipped") for r in mine),
+        "workloads_failed": sum(r["status"] == "failed" for r in mine),
+        "probes": len(rows) - len(mine),
+        "summary_rows": len(rows), "request_rows": request_rows(store, key),
+        "measured_now": sum(o.status == "ok" for o in outcomes),
+        "skipped_now": sum(o.status == "skipped" for o in outcomes),
+        "sweep_s": round(sum((o.summary or {}).get("wall_s", 0.0) for o in outcomes), 1),
+        "results": dg.MetadataValue.md(results_markdown(
+            rows, {o.config["config_id"] for o in outcomes})),
     })
 
 
-def _table(outcomes) -> str:
-    lines = ["| workload | status | tok/s | p99 TTFT ms | p99 TPOT ms | errors |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
-    for o in outcomes:
-        s = o.summary or {}
-        lines.append(f"| {o.config['workload_id']} | {o.status} | "
-                     f"{s.get('output_tokens_per_s') or 0:.1f} | {s.get('ttft_p99_ms') or 0:.0f} | "
-                     f"{s.get('tpot_p99_ms') or 0:.1f} | {s.get('error_rate') or 0:.1%} |")
-    return "\n".join(lines)
+def current_results(store: ResultStore, key: str) -> list[dict]:
+    """Every summary row of deployment KEY (its workloads and their probes), the columns a
+    person reads."""
+    rows = []
+    for path in store.list(f"runs/summary/deployment={key}/"):
+        table = store.read_parquet(path)
+        rows += table.select([c for c in RESULT_COLUMNS if c in table.column_names]).to_pylist()
+    return rows
+
+
+def request_rows(store: ResultStore, key: str) -> int:
+    return sum(store.read_parquet(p).num_rows for p in store.list(f"runs/requests/deployment={key}/"))

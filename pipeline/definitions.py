@@ -8,7 +8,7 @@ from assets import catalog, results
 from assets.matrix import benchmark_matrix
 from assets.runs import benchmark_runs
 from pipeline.environment import resources
-from pipeline.requests_sensor import benchmark_request_sensor
+from pipeline.requests_sensor import benchmark_request_sensor, sensor_interval
 from pipeline.runpod_sensors import runpod_orphan_sensor
 from pipeline.schedules import matrix_job, matrix_spec_sensor, runs_job, stale_results_schedule
 
@@ -21,9 +21,11 @@ defs = dg.Definitions(
     jobs=[matrix_job, runs_job],
     schedules=[stale_results_schedule],
     sensors=[matrix_spec_sensor, benchmark_request_sensor, runpod_orphan_sensor,
+             # Refreshes results and catalog (and runs their checks) after any deployment's run.
              dg.AutomationConditionSensorDefinition(
                  "catalog_automation", target=dg.AssetSelection.assets("benchmark_results",
                                                                        "model_catalog"),
+                 minimum_interval_seconds=sensor_interval(30),
                  default_status=dg.DefaultSensorStatus.RUNNING)],
     resources=resources(),
     # One process per run: a step subprocess costs seconds, and a benchmark run is one step.

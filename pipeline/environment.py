@@ -3,6 +3,7 @@
 | variable | default | meaning |
 | --- | --- | --- |
 | SERVECAT_STORE | .servecat/store | result store root: a folder or s3://bucket/prefix |
+| SERVECAT_SENSOR_INTERVAL_S | unset | seconds between ticks of the request and catalog-automation sensors (tests use 2) |
 | SERVECAT_S3_ENDPOINT_URL | (AWS) | any S3-compatible endpoint (MinIO, moto, R2, ...) |
 | SERVECAT_RESULTS_DB | .servecat/results.duckdb | the DuckDB file of `benchmark_results` |
 | MLFLOW_TRACKING_URI | sqlite:///.servecat/mlflow/mlflow.db | MLflow tracking store |

@@ -1,6 +1,7 @@
 """The benchmark-request sensor: from a POST on the catalog API to partitions and runs."""
 # No `from __future__ import annotations` here: Dagster inspects these signatures at runtime.
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from resources.store import ResultStore, catalog_root, matrix_path
 REQUEST_TAG = "servecat/benchmark_request"
 
 
-@dg.sensor(job=runs_job, minimum_interval_seconds=15, default_status=dg.DefaultSensorStatus.RUNNING)
+def sensor_interval(default: int) -> int:
+    """Seconds between a sensor's ticks: SERVECAT_SENSOR_INTERVAL_S when set (tests and local
+    trials tick fast), else DEFAULT."""
+    return int(os.environ.get("SERVECAT_SENSOR_INTERVAL_S") or default)
+
+
+@dg.sensor(job=runs_job, minimum_interval_seconds=sensor_interval(15),
+           default_status=dg.DefaultSensorStatus.RUNNING)
 def benchmark_request_sensor(context: dg.SensorEvaluationContext, store: ResultStore):
     """Validate pending requests, expand their matrices, add partitions, request runs, and move
     each request along: accepted -> running -> done / failed (or rejected with the reason).
@@ -88,8 +96,29 @@ def _follow(instance: dg.DagsterInstance, requests: BenchmarkRequests,
     if req.status == "accepted" and started:
         req = requests.set_status(req.id, "running")
     if req.status == "running" and len(runs) >= expected and all(r.is_finished for r in runs):
-        failed = [r.tags.get("dagster/partition") for r in runs if not r.is_success]
+        failed = [r for r in runs if not r.is_success]
         if failed:
-            requests.set_status(req.id, "failed", reason=f"runs failed for {', '.join(failed)}")
+            causes = "; ".join(f"{r.tags.get('dagster/partition')}: {failure_cause(instance, r)}"
+                               for r in failed)
+            requests.set_status(req.id, "failed", reason=public_reason(f"runs failed: {causes}"))
         else:
             requests.set_status(req.id, "done")
+
+
+def failure_cause(instance: dg.DagsterInstance, run: dg.DagsterRun) -> str:
+    """Why RUN failed, as its events say: the step's error (a dg.Failure's description, else the
+    innermost exception), else the run's own failure message (e.g. its worker died)."""
+    steps = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.STEP_FAILURE)
+    for record in steps:
+        data = record.dagster_event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return data.user_failure_data.description
+        error = data.error
+        while error is not None and error.cause is not None:  # Dagster wraps the user's error
+            error = error.cause
+        if error is not None:
+            return error.message.strip()
+    ended = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)
+    if ended and ended[-1].dagster_event.message:
+        return ended[-1].dagster_event.message
+    return f"run {run.run_id} ended {run.status.value}"

@@ -10,6 +10,11 @@ from resources.store import ResultStore
 from tests.pipeline.support import Bench, scripted_command, spec_dict
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "daemon: starts the real dagster-daemon (slow, ~1-3 min); "
+                                       "deselect with -m 'not daemon'")
+
+
 @pytest.fixture
 def bench_env(tmp_path, tiny_model):
     home = tmp_path / "home"
