@@ -12,11 +12,13 @@ from bench.deployment_run import sweep
 from bench.profiles import load_profiles
 from bench.quality import probe_deployment, quality_path
 from bench.server_metrics import scrape
+from bench.telemetry import gpu_sampler
 from catalog.report import results_markdown
 from resources.run_files import deployment_configs, finished, outcome_schema, write_outcome
 from resources.store import ResultStore, summary_path
 from resources.target_resource import TargetsResource
 from resources.tracking import Tracking
+from servecat.run_tags import REMEASURE_TAG
 
 
 class RunsConfig(dg.Config):
@@ -40,7 +42,8 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
     configs, matrix_schema = deployment_configs(store, key)
     settings = {k: str(configs[0][k]) for k in SETTINGS if configs[0].get(k) is not None}
     tag_settings(context, settings)
-    done = set() if config.force else finished(store, key)
+    done = set() if config.force else finished(
+        store, key, measured_since=context.run.tags.get(REMEASURE_TAG))
     todo = [c for c in configs if c["config_id"] not in done]
     context.log.info(f"{key}: {len(configs)} workloads, {len(done)} finished, {len(todo)} to run")
     if not todo and store.exists(quality_path(key)):
@@ -80,7 +83,10 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
                              check_alive=target.check_alive,
                              log=context.log.info,
                              scrape=(lambda: scrape(url, headers=target.endpoint().headers))
-                             if url else None)
+                             if url else None,
+                             # Only GPUs of this host: a remote engine's are the provider's.
+                             sampler=gpu_sampler(targets.dcgm_url or None)
+                             if target.host_facts.get("gpu_name") else None)
             # Quality beside speed: once per deployment and probe version; never fails the run.
             try:
                 target.check_alive()

@@ -28,6 +28,7 @@ from bench.errors import EndpointBroken
 from bench.loadgen import run_workload
 from bench.profiles import Profile
 from bench.server_metrics import server_view
+from bench.telemetry import GpuSampler
 from bench.workload import Workload
 from servecat.slo import Slo, level_holds
 
@@ -117,18 +118,26 @@ def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Pro
           saturation: Saturation | None = None, log: Callable[[str], None] = print,
           scrape: Callable[[], dict[str, float]] | None = None,
           recall: Callable[[dict], Mapping | None] | None = None,
-          realtime: bool = False) -> list[Outcome]:
+          realtime: bool = False, sampler: GpuSampler | None = None) -> list[Outcome]:
     """Measure CONFIGS (one deployment, matrix order) except those in DONE; call ON_OUTCOME
     after each. A failed workload (server died, error threshold) ends the sweep with it.
     SCRAPE (the server's parsed /metrics) adds the server's own view as `server_*` columns.
     RECALL gives the summary row of a finished config (a search's probe in DONE), so a resumed
     search reuses it; without it such a probe is measured again. REALTIME runs the load
-    generator at real-time priority where allowed (bench.priority)."""
+    generator at real-time priority where allowed (bench.priority). SAMPLER (this host's
+    GPUs) adds their utilisation, memory and power during each workload as `gpu_*` columns."""
     saturation = saturation or Saturation.loosest(profiles)
 
     def measure(config: dict) -> Outcome:
         before = scrape() if scrape else {}
-        outcome = _measure(config, endpoint, tokenizer, profiles, check_alive, log, realtime)
+        if sampler:
+            sampler.start()
+        try:
+            outcome = _measure(config, endpoint, tokenizer, profiles, check_alive, log, realtime)
+        finally:
+            gpu = sampler.stop() if sampler else {}
+        if outcome.summary is not None:
+            outcome.summary.update(gpu)
         if scrape and outcome.summary is not None:
             outcome.summary.update(server_view(before, scrape()))
         return outcome

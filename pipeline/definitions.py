@@ -7,10 +7,13 @@ import dagster as dg
 from assets import catalog, results
 from assets.matrix import benchmark_matrix
 from assets.runs import benchmark_runs
+from pipeline.backfills import stale_results_backfill
 from pipeline.environment import resources
+from pipeline.interruptions import interrupted_runs_sensor
+from pipeline.missed_retries import missed_retries_sensor
 from pipeline.requests_sensor import benchmark_request_sensor, sensor_interval
 from pipeline.runpod_sensors import runpod_orphan_sensor
-from pipeline.schedules import matrix_job, matrix_spec_sensor, runs_job, stale_results_schedule
+from pipeline.schedules import matrix_job, matrix_spec_sensor, runs_job
 
 defs = dg.Definitions(
     assets=[benchmark_matrix, benchmark_runs, results.benchmark_results, catalog.model_catalog],
@@ -19,8 +22,8 @@ defs = dg.Definitions(
                   catalog.catalog_scores_in_unit_interval, catalog.catalog_ranks_are_permutations,
                   catalog.catalog_has_every_config],
     jobs=[matrix_job, runs_job],
-    schedules=[stale_results_schedule],
     sensors=[matrix_spec_sensor, benchmark_request_sensor, runpod_orphan_sensor,
+             stale_results_backfill, interrupted_runs_sensor, missed_retries_sensor,
              # Refreshes results and catalog (and runs their checks) after any deployment's run.
              dg.AutomationConditionSensorDefinition(
                  "catalog_automation", target=dg.AssetSelection.assets("benchmark_results",

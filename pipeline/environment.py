@@ -15,6 +15,7 @@
 | SERVECAT_RUNPOD_TEMPLATE_ID / _ENDPOINT_ID | unset | use this template / reuse this endpoint |
 | SERVECAT_RUNPOD_INTERRUPTIBLE | 0 | pods: 1 for spot (interruptible) |
 | SERVECAT_FLEET | configs/deploy/local/fleet.yaml | the fleet: GPUs, quotas, placement of runs |
+| SERVECAT_DCGM_URL | unset | a DCGM exporter's /metrics for GPU telemetry (else nvidia-smi) |
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def resources() -> dict:
         "targets": TargetsResource(openai_base_url=_env("SERVECAT_OPENAI_BASE_URL"),
                                    openai_api_key=api_key,
                                    commands=json.loads(_env("SERVECAT_TARGET_COMMANDS", "{}")),
-                                   runpod=_runpod()),
+                                   runpod=_runpod(), dcgm_url=_env("SERVECAT_DCGM_URL")),
         "tracking": Tracking(),
         "warehouse": Warehouse(database=_env("SERVECAT_RESULTS_DB", ".servecat/results.duckdb")),
     }

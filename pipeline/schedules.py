@@ -1,20 +1,12 @@
-"""Schedules and sensors: keep results fresh, follow the matrix spec."""
+"""The jobs, and the sensor that follows the matrix spec."""
 # No `from __future__ import annotations` here: Dagster inspects these signatures at runtime.
 
-import os
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 
 from assets.matrix import DEFAULT_SPEC, SPEC_DIGEST, benchmark_matrix, deployments, spec_digest
 from pipeline.launch_tags import partition_run_tags
-from resources.staleness import stale_deployments
-from resources.store import ResultStore
-from resources.warehouse import Warehouse, refresh_views
-from servecat import __version__
-
-STALE_AFTER_DAYS = float(os.environ.get("SERVECAT_STALE_AFTER_DAYS", "30"))
 
 matrix_job = dg.define_asset_job("benchmark_matrix_job", selection=["benchmark_matrix"])
 # Every run of this job (schedule, sensors, backfills, the UI's launchpad) carries the tags of
@@ -25,26 +17,6 @@ runs_job = dg.define_asset_job(
     config=dg.PartitionedConfig(partitions_def=deployments,
                                 run_config_for_partition_key_fn=lambda _key: {},
                                 tags_for_partition_key_fn=partition_run_tags))
-
-
-@dg.schedule(job=runs_job, cron_schedule="0 3 * * *", default_status=dg.DefaultScheduleStatus.STOPPED)
-def stale_results_schedule(context: dg.ScheduleEvaluationContext, store: ResultStore,
-                           warehouse: Warehouse):
-    """Nightly: re-benchmark just the deployments whose newest results are stale."""
-    with warehouse.connect(store) as con:
-        refresh_views(con, store)
-        summary = con.execute("SELECT * FROM summary").df() if con.execute(
-            "SELECT count(*) FROM summary").fetchone()[0] else None
-    if summary is None:
-        return dg.SkipReason("no results yet")
-    now = context.scheduled_execution_time or datetime.now(UTC)
-    stale = stale_deployments(summary, now, STALE_AFTER_DAYS, __version__)
-    known = set(context.instance.get_dynamic_partitions(deployments.name))
-    requests = [dg.RunRequest(partition_key=key, run_key=f"{key}:{now:%Y%m%d}",
-                              run_config={"ops": {"benchmark_runs": {"config": {"force": True}}}},
-                              tags={"servecat/stale_reason": why[:200]})
-                for key, why in sorted(stale.items()) if key in known]
-    return requests or dg.SkipReason("every deployment is fresh")
 
 
 def built_digest(instance: dg.DagsterInstance, spec: str, limit: int = 20) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -9,6 +11,7 @@ from bench.deployment_run import DONE_STATUSES, Outcome
 from bench.schema import summary_schema
 from bench.server_metrics import SERVER_COLUMNS
 from resources.store import ResultStore, requests_path, summary_path
+from servecat.results import GPU_FIELDS
 
 STATUS_FIELDS = [pa.field("status", pa.string()), pa.field("status_reason", pa.string()),
                  pa.field("measured_at", pa.string()), pa.field("wall_s", pa.float64())]
@@ -48,18 +51,21 @@ def _plain(schema: pa.Schema) -> pa.Schema:
                                else f.type) for f in schema])
 
 
-def finished(store: ResultStore, deployment: str) -> set[str]:
-    """config_ids of the deployment that are measured or skipped (a failed one runs again)."""
+def finished(store: ResultStore, deployment: str, measured_since: str | None = None) -> set[str]:
+    """config_ids of the deployment that are measured or skipped (a failed one runs again);
+    with MEASURED_SINCE (an ISO time), only those measured at or after it."""
+    since = datetime.fromisoformat(measured_since) if measured_since else None
     done = set()
     for path in store.list(f"runs/summary/deployment={deployment}/"):
-        table = store.read_parquet(path).select(["config_id", "status"]).to_pylist()
-        done |= {r["config_id"] for r in table if r["status"] in DONE_STATUSES}
+        table = store.read_parquet(path).select(["config_id", "status", "measured_at"])
+        done |= {r["config_id"] for r in table.to_pylist() if r["status"] in DONE_STATUSES
+                 and (since is None or datetime.fromisoformat(r["measured_at"]) >= since)}
     return done
 
 
 def outcome_schema(matrix_schema: pa.Schema, profile_names: list[str]) -> pa.Schema:
     metrics = summary_schema(profile_names)
-    return pa.schema([*matrix_schema, *STATUS_FIELDS, *TARGET_FIELDS, *SERVER_FIELDS,
+    return pa.schema([*matrix_schema, *STATUS_FIELDS, *TARGET_FIELDS, *SERVER_FIELDS, *GPU_FIELDS,
                       *[f for f in metrics if f.name not in matrix_schema.names]])
 
 

@@ -22,6 +22,8 @@ class TargetsResource(dg.ConfigurableResource):
     commands: dict[str, str] = {}
     # engine `runpod`; its api_key is meant to be dg.EnvVar("RUNPOD_API_KEY")
     runpod: RunPodConfig = RunPodConfig()
+    # A DCGM exporter's /metrics for GPU telemetry; else nvidia-smi (bench/telemetry.py)
+    dcgm_url: str = ""
 
     def targets(self) -> Targets:
         return Targets(self.openai_base_url or None, self.openai_api_key or None,

@@ -83,6 +83,20 @@ BASE_SUMMARY: list[pa.Field] = [
 ]
 
 
+# GPU telemetry over each workload (bench/telemetry.py), beside the load generator's summary;
+# null where the GPUs are not this host's (cpu, remote engines). Per sample: utilisation
+# averaged over the deployment's GPUs, memory used and power summed over them.
+GPU_FIELDS: list[pa.Field] = [
+    pa.field("gpu_samples", pa.int64()),
+    pa.field("gpu_util_mean_pct", pa.float64()),
+    pa.field("gpu_util_max_pct", pa.float64()),
+    pa.field("gpu_memory_used_mean_mib", pa.float64()),
+    pa.field("gpu_memory_used_max_mib", pa.float64()),
+    pa.field("gpu_power_mean_w", pa.float64()),
+    pa.field("gpu_power_max_w", pa.float64()),
+]
+
+
 def summary_schema(profile_names: Iterable[str]) -> pa.Schema:
     """The summary schema with `slo_attainment__<profile>` and `goodput_rps__<profile>` columns."""
     per_profile = [pa.field(f"{k}__{name}", pa.float64())

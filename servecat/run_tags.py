@@ -21,6 +21,9 @@ CAPACITY_TAG = "servecat/capacity"
 HARDWARE_KEY_TAG = "servecat/hardware_key"
 QUOTA_TAG = "servecat/quota"
 MAX_RETRIES_TAG = "dagster/max_retries"
+# Set by the nightly backfill of stale results (pipeline/backfills.py): workloads measured
+# before this ISO time are measured again; those measured since count as finished.
+REMEASURE_TAG = "servecat/remeasure_before"
 ECS_CONTAINER_OVERRIDES = "ecs/container_overrides"
 ECS_CPU, ECS_MEMORY = "ecs/cpu", "ecs/memory"
 ECS_RUN_TASK_KWARGS = "ecs/run_task_kwargs"
