@@ -107,12 +107,8 @@ class BenchmarkRequests:
     def create(self, model: str, matrix_overrides: dict[str, Any] | None = None,
                requested_by: str | None = None) -> BenchmarkRequest:
         """Store a new pending request and return it."""
-        if not isinstance(model, str) or not model.strip():
-            raise ValueError("model: must be a non-empty string (an HF id or a local path)")
-        now = _now()
-        req = BenchmarkRequest(id=f"br-{uuid.uuid4().hex[:16]}", model=model.strip(),
-                               status="pending", matrix_overrides=dict(matrix_overrides or {}),
-                               requested_by=requested_by, created_at=now, updated_at=now)
+        req = _new_request(model, matrix_overrides, requested_by)
+        now = req.created_at
         with self._connect() as db:
             db.execute("INSERT INTO benchmark_requests VALUES (?,?,?,?,?,?,?,?,?)",
                        (req.id, req.model, json.dumps(req.matrix_overrides), req.status, None,
@@ -189,12 +185,7 @@ class ObjectRequests(BenchmarkRequests):
 
     def create(self, model: str, matrix_overrides: dict[str, Any] | None = None,
                requested_by: str | None = None) -> BenchmarkRequest:
-        if not isinstance(model, str) or not model.strip():
-            raise ValueError("model: must be a non-empty string (an HF id or a local path)")
-        now = _now()
-        req = BenchmarkRequest(id=f"br-{uuid.uuid4().hex[:16]}", model=model.strip(),
-                               status="pending", matrix_overrides=dict(matrix_overrides or {}),
-                               requested_by=requested_by, created_at=now, updated_at=now)
+        req = _new_request(model, matrix_overrides, requested_by)
         self._put(req, if_absent=True)
         return req
 
@@ -251,6 +242,17 @@ class ObjectRequests(BenchmarkRequests):
             except Conflict:
                 continue
         raise StoreError(f"benchmark request {request_id}: kept changing under us; try again")
+
+
+def _new_request(model: str, matrix_overrides: dict[str, Any] | None,
+                 requested_by: str | None) -> BenchmarkRequest:
+    """A new pending request (both stores create them the same way)."""
+    if not isinstance(model, str) or not model.strip():
+        raise ValueError("model: must be a non-empty string (an HF id or a local path)")
+    now = _now()
+    return BenchmarkRequest(id=f"br-{uuid.uuid4().hex[:16]}", model=model.strip(),
+                            status="pending", matrix_overrides=dict(matrix_overrides or {}),
+                            requested_by=requested_by, created_at=now, updated_at=now)
 
 
 def _now() -> str:
