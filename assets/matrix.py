@@ -9,8 +9,9 @@ import dagster as dg
 
 from bench.matrix import expand_file
 from bench.matrix_summary import as_markdown, totals
-from resources.store import ResultStore, matrix_path
+from resources.store import ResultStore
 from servecat.errors import SpecError
+from servecat.store import matrix_path
 
 deployments = dg.DynamicPartitionsDefinition(name="deployments")
 

@@ -11,14 +11,15 @@ from assets.matrix import benchmark_matrix, deployments
 from bench.deployment_run import sweep
 from bench.profiles import load_profiles
 from bench.quality import probe_deployment, quality_path
+from bench.run_files import deployment_configs, finished, outcome_schema, write_outcome
 from bench.server_metrics import scrape
 from bench.telemetry import gpu_sampler
 from catalog.report import results_markdown
-from resources.run_files import deployment_configs, finished, outcome_schema, write_outcome
-from resources.store import ResultStore, summary_path
+from resources.store import ResultStore
 from resources.target_resource import TargetsResource
 from resources.tracking import Tracking
 from servecat.run_tags import REMEASURE_TAG
+from servecat.store import summary_path
 
 
 class RunsConfig(dg.Config):

@@ -21,6 +21,7 @@ from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraph
 from dagster._core.execution.backfill import BulkActionStatus
 
 from assets.matrix import deployments
+from bench.staleness import stale_deployments
 from pipeline.launch_tags import partition_run_tags
 from pipeline.run_history import (
     BENCHMARK_ASSET,
@@ -28,7 +29,6 @@ from pipeline.run_history import (
     busy_deployments,
     failures_by_deployment,
 )
-from resources.staleness import stale_deployments
 from resources.store import ResultStore
 from resources.warehouse import Warehouse, refresh_views
 from servecat import __version__

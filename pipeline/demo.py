@@ -21,14 +21,14 @@ from assets import catalog, results
 from assets.matrix import benchmark_matrix
 from assets.runs import benchmark_runs
 from bench.matrix import expand_file
+from bench.run_files import finished
 from catalog.snapshots import load_latest
 from engine.local_models import ensure_model
 from pipeline.demo_report import Progress, recommendations, results_table, store_counts
 from pipeline.environment import resources
 from pipeline.requests_sensor import failure_cause
-from resources.run_files import finished
 from resources.store import ResultStore, catalog_root
-from resources.vllm_target import vllm_python
+from targets.vllm import vllm_python
 
 # The catalog's step runs its checks with it, so the UI never shows them "Not Evaluated".
 CATALOG_STEP = [results.benchmark_results, catalog.model_catalog, results.results_schema,

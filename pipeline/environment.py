@@ -25,12 +25,12 @@ import os
 
 import dagster as dg
 
-from resources.runpod import REST_URL, SERVERLESS_URL, RunPodConfig
 from resources.store import ResultStore
-from resources.target_resource import TargetsResource
+from resources.target_resource import RunPodConfig, TargetsResource
 from resources.tracking import Tracking
 from resources.warehouse import Warehouse
 from servecat.fleet import LOCAL_FLEET
+from targets.runpod import REST_URL, SERVERLESS_URL
 
 
 def _env(name: str, default: str = "") -> str:

@@ -11,7 +11,8 @@ from assets.matrix import deployments
 from bench.request_spec import expand_request, public_reason
 from catalog.benchmark_requests import BenchmarkRequest, BenchmarkRequests
 from pipeline.schedules import runs_job
-from resources.store import ResultStore, catalog_root, matrix_path
+from resources.store import ResultStore, catalog_root
+from servecat.store import matrix_path
 
 REQUEST_TAG = "servecat/benchmark_request"
 

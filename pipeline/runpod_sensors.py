@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from resources.runpod import NAME_PREFIX, RunPodClient, created_at
 from resources.target_resource import TargetsResource
+from targets.runpod import NAME_PREFIX, RunPodClient, created_at
 
 ACTIVE = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED,
           dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED,

@@ -12,20 +12,7 @@ import pyarrow.parquet as pq
 from servecat.atomic import parquet_bytes
 from servecat.store import LocalStore, S3Store, StoreError, is_s3, open_store
 
-__all__ = ["ResultStore", "StoreError", "catalog_root", "matrix_path", "requests_path",
-           "summary_path"]
-
-
-def matrix_path(name: str) -> str:
-    return f"matrix/{name}.parquet"
-
-
-def requests_path(deployment: str, workload_id: str) -> str:
-    return f"runs/requests/deployment={deployment}/workload={workload_id}.parquet"
-
-
-def summary_path(deployment: str, workload_id: str) -> str:
-    return f"runs/summary/deployment={deployment}/workload={workload_id}.parquet"
+__all__ = ["ResultStore", "StoreError", "catalog_root"]
 
 
 class ResultStore(dg.ConfigurableResource):

@@ -212,3 +212,16 @@ class S3Store:
             if not resp.get("IsTruncated"):
                 return sorted(out)
             token = resp["NextContinuationToken"]
+
+
+# DESIGN.md's layout of the result store: where each kind of file lives.
+def matrix_path(name: str) -> str:
+    return f"matrix/{name}.parquet"
+
+
+def requests_path(deployment: str, workload_id: str) -> str:
+    return f"runs/requests/deployment={deployment}/workload={workload_id}.parquet"
+
+
+def summary_path(deployment: str, workload_id: str) -> str:
+    return f"runs/summary/deployment={deployment}/workload={workload_id}.parquet"

@@ -13,7 +13,7 @@ from bench.schema import REQUEST_SCHEMA, SUMMARY_SCHEMA
 from bench.scripted_server import Scenario, scripted_server
 from bench.sweep import slo_search
 from bench.workload import Workload
-from servecat.cli import main
+from cli.main import main
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ LG = ["loadgen", "--url", URL, "--model", "m", "--tokenizer", "TOK"]
 
 
 def servecat(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "servecat.cli", *args], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO,
                           capture_output=True, text=True, timeout=180)
 
 

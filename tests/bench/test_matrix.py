@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from bench.matrix import REASON_ENGINE, REASON_KV, REASON_TP, REASON_WEIGHTS, expand_file
-from servecat.cli import main
+from cli.main import main
 from servecat.errors import SpecError
 
 BASE = {

@@ -12,8 +12,8 @@ from click.testing import CliRunner
 
 from bench.matrix import expand_file
 from bench.plan import Assumptions, estimate_workload_s, makespan_h, plan
+from cli.main import main
 from servecat.atomic import write_parquet_atomic
-from servecat.cli import main
 from servecat.fleet import load_fleet
 from servecat.hardware import load_hardware
 

@@ -23,7 +23,7 @@ COUNTS = "SELECT (SELECT count(*) FROM matrix) m, (SELECT count(*) FROM summary)
 
 
 def servecat(*args: str, env: dict | None = None, stdin: str | None = None):
-    return subprocess.run([sys.executable, "-m", "servecat.cli", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, env=env,
                           input=stdin, capture_output=True, text=True, timeout=180)
 
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from bench.matrix import REASON_KV, expand_file
-from servecat.cli import main
+from cli.main import main
 from servecat.errors import SpecError
 from tests.bench.test_matrix import BASE, write
 

@@ -11,7 +11,7 @@ import yaml
 from click.testing import CliRunner
 
 from bench.matrix import expand_file
-from servecat.cli import main
+from cli.main import main
 from servecat.errors import SpecError
 from tests.bench.test_matrix import BASE, write
 

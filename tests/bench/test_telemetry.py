@@ -144,7 +144,7 @@ def test_no_sampler_without_nvidia_smi_or_dcgm(tmp_path, monkeypatch):
 
 
 def test_the_written_summary_has_the_gpu_columns():
-    from resources.run_files import outcome_schema
+    from bench.run_files import outcome_schema
     from servecat.results import GPU_FIELDS
 
     assert [f.name for f in GPU_FIELDS] == list(GPU_COLUMNS)

@@ -19,7 +19,7 @@ from bench.scripted_server import Scenario, scripted_server
 from bench.sweep import slo_search
 from bench.validity import MAX_LAG_MS, invalid_reason, lag_bound_ms
 from bench.workload import Workload
-from servecat.cli import main
+from cli.main import main
 
 
 @pytest.fixture(scope="module")

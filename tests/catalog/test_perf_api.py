@@ -4,7 +4,7 @@ import json
 
 from click.testing import CliRunner
 
-from servecat.commands.perf_api import perf_api
+from cli.commands.perf_api import perf_api
 
 
 def test_perf_api_smoke(tmp_path):

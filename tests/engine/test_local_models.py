@@ -7,7 +7,7 @@ import json
 
 from click.testing import CliRunner
 
-from servecat.cli import main
+from cli.main import main
 
 
 def digest(path) -> str:

@@ -10,8 +10,8 @@ import sys
 from click.testing import CliRunner
 
 from bench.perf_workloads import QUICK, EngineLimits
-from servecat.commands.perf_engine import perf_engine
-from servecat.commands.perf_engine_served import builtin_server, vllm_server
+from cli.commands.perf_engine import perf_engine
+from cli.commands.perf_engine_served import builtin_server, vllm_server
 
 SERVED = "builtin `servecat serve`"
 CEILING = "builtin engine core (in-process ceiling)"

@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
+from cli.commands.perf_kernels import perf_kernels
 from engine import cpu_kernels
-from servecat.commands.perf_kernels import perf_kernels
 
 
 def test_perf_kernels_table_and_json(tmp_path):

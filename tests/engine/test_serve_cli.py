@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_servecat_serve_command(tiny_model):
     port = free_port()
-    cmd = [sys.executable, "-m", "servecat.cli", "serve", "--model", str(tiny_model),
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(tiny_model),
            "--port", str(port), "--served-model-name", "tiny", "--max-num-seqs", "8",
            "--max-num-batched-tokens", "256", "--dtype", "fp32", "--kv-cache-memory", "0.05",
            "--api-key", "k"]
@@ -42,7 +42,7 @@ def test_servecat_serve_command(tiny_model):
 
 
 def test_unsupported_quantization_is_a_clean_error(tiny_model):
-    r = subprocess.run([sys.executable, "-m", "servecat.cli", "serve", "--model", str(tiny_model),
+    r = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--model", str(tiny_model),
                         "--dtype", "fp16", "--device", "cpu"], cwd=REPO, capture_output=True,
                        text=True, timeout=120)
     assert r.returncode != 0
@@ -50,7 +50,7 @@ def test_unsupported_quantization_is_a_clean_error(tiny_model):
 
 
 def test_bad_model_path_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "servecat.cli", "serve", "--model",
+    r = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--model",
                         str(tmp_path / "nope")], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -64,7 +64,7 @@ def test_busy_port_is_said_before_loading(tiny_model):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        r = subprocess.run([sys.executable, "-m", "servecat.cli", "serve", "--model",
+        r = subprocess.run([sys.executable, "-m", "cli.main", "serve", "--model",
                             str(tiny_model), "--port", str(port)], cwd=REPO,
                            capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -23,9 +23,10 @@ from pipeline.backfills import (
     stale_results_backfill,
 )
 from pipeline.run_history import BENCHMARK_ASSET, Failures
-from resources.store import ResultStore, matrix_path, requests_path, summary_path
+from resources.store import ResultStore
 from resources.warehouse import Warehouse
 from servecat import __version__
+from servecat.store import matrix_path, requests_path, summary_path
 from tests.pipeline.fleet_support import H100X2, L4X1
 
 NOW = datetime(2026, 3, 10, 4, 0, tzinfo=UTC)

@@ -25,9 +25,10 @@ import yaml
 from pipeline.backfills import BACKFILL_TAG, REMEASURE_TAG
 from pipeline.interruptions import GAVE_UP_TAG, INTERRUPTIONS_TAG
 from pipeline.run_history import BENCHMARK_ASSET
-from resources.store import ResultStore, summary_path
+from resources.store import ResultStore
 from resources.warehouse import refresh_views
 from servecat import __version__
+from servecat.store import summary_path
 from tests.pipeline.daemon_support import (
     code_location,
     daemon,

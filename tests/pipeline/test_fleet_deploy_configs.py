@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from dagster._core.instance.config import dagster_instance_config
 
-from servecat.cli import main
+from cli.main import main
 from servecat.fleet_limits import regenerate
 from tests.pipeline.fleet_support import H100X2, REPO, run_tags_for
 

@@ -18,10 +18,10 @@ import yaml
 
 from assets import results
 from bench.scripted_server import Scenario, scripted_server
-from resources.runpod import RunPodClient, RunPodConfig, RunPodError, RunPodTarget
 from resources.store import ResultStore
-from resources.target_resource import TargetsResource
-from resources.targets import TargetError
+from resources.target_resource import RunPodConfig, TargetsResource
+from targets.runpod import RunPodClient, RunPodError, RunPodTarget
+from targets.target import TargetError
 from tests.pipeline.fake_runpod import FakeRunPod
 from tests.pipeline.support import Bench, LiveApp, spec_dict
 
@@ -251,7 +251,7 @@ def test_api_key_appears_in_nothing_a_run_writes(runpod_env, mlflow_dir, caplog,
 
 def test_started_at_is_recent_for_created_endpoints(runpod_env):
     # The orphan sensor's clock: createdAt parses to an aware UTC time.
-    from resources.runpod import created_at
+    from targets.runpod import created_at
 
     eid = runpod_env.fake.add_endpoint("servecat-x", age_s=120)
     born = created_at(runpod_env.fake.endpoints[eid])

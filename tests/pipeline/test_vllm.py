@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from resources.target_resource import TargetsResource
-from resources.vllm_target import vllm_python
+from targets.vllm import vllm_python
 from tests.pipeline.support import spec_dict
 
 pytestmark = pytest.mark.skipif(not vllm_python().exists(),

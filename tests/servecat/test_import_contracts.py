@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-PACKAGES = ("servecat", "engine", "bench", "catalog", "resources", "assets", "pipeline")
+PACKAGES = ("cli", "servecat", "engine", "bench", "targets", "catalog", "resources", "assets",
+            "pipeline")
 LINT = Path(sys.executable).parent / "lint-imports"
 
 
@@ -33,8 +34,13 @@ def test_an_upward_import_breaks_them(tmp_path):
     (tmp_path / "servecat" / "probe.py").write_text("import catalog.build\n")
     (tmp_path / "bench" / "probe.py").write_text("import resources.store\n")
     (tmp_path / "engine" / "probe.py").write_text("import dagster\n")
+    (tmp_path / "targets" / "probe.py").write_text("import resources.store\n")
+    (tmp_path / "servecat" / "probe_cli.py").write_text("import cli.main\n")
     r = _lint(tmp_path)
     assert r.returncode != 0
-    assert "servecat.probe is not allowed to import catalog" in r.stdout
+    assert "servecat is not allowed to import catalog" in r.stdout
+    assert "servecat.probe -> catalog.build" in r.stdout
     assert "bench is not allowed to import resources" in r.stdout
     assert "engine is not allowed to import dagster" in r.stdout
+    assert "targets is not allowed to import resources" in r.stdout
+    assert "servecat is not allowed to import cli" in r.stdout

@@ -1,6 +1,6 @@
 """Default launch commands of OpenAI-compatible engines we manage but do not install.
 
-Each is a template for `resources.targets.command_target` (placeholders: {port} {model}
+Each is a template for `targets.target.command_target` (placeholders: {port} {model}
 {model_id} {quantization} {dtype} {max_num_seqs} {max_num_batched_tokens}
 {tensor_parallel_size} {python}); `SERVECAT_TARGET_COMMANDS` overrides any of them. The flags
 follow each project's CLI documentation; none of these engines installs on the CPU machines

@@ -20,19 +20,14 @@ import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from bench.endpoint import Endpoint
-from resources.engine_commands import DEFAULT_COMMANDS
 from servecat.engines import TORCH_DTYPES, WEIGHT_QUANTIZATIONS
-from servecat.host_check import HardwareMismatch, check_host, provenance
 from servecat.net import free_port, wait_healthy
 
-# The provenance facts kept as `target_*` summary columns (resources/run_files.TARGET_FIELDS).
+# The provenance facts kept as `target_*` summary columns (bench/run_files.TARGET_FIELDS).
 HOST_FACTS = ("gpu_name", "gpu_count", "gpu_memory_mib", "driver_version", "cuda_version")
 
-if TYPE_CHECKING:
-    from resources.runpod import RunPodConfig
 
 
 class TargetError(RuntimeError):
@@ -178,7 +173,7 @@ def builtin_target(deployment: Mapping, log_path: Path | None = None,
     """`servecat serve` for DEPLOYMENT (a matrix row) on a free 127.0.0.1 port."""
     port = free_port()
     name = str(deployment["model"])
-    argv = [sys.executable, "-m", "servecat.cli", "serve", "--model", str(deployment["model_id"]),
+    argv = [sys.executable, "-m", "cli.main", "serve", "--model", str(deployment["model_id"]),
             "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
             *BUILTIN_QUANT_FLAGS[str(deployment["quantization"])]]
     for arg in ("max_num_seqs", "max_num_batched_tokens"):
@@ -227,7 +222,7 @@ def command_target(template: str, deployment: Mapping, log_path: Path | None = N
     port = free_port()
     values = {k: ("" if v is None or v != v else v) for k, v in deployment.items()}
     values |= {"port": port, "python": sys.executable,
-               "dtype": DTYPES.get(str(deployment.get("quantization")), "auto")}
+               "dtype": TORCH_DTYPES.get(str(deployment.get("quantization")), "auto")}
     try:
         argv = []
         for part in shlex.split(template):
@@ -238,65 +233,3 @@ def command_target(template: str, deployment: Mapping, log_path: Path | None = N
         raise TargetError(f"launch command {template!r}: unknown placeholder {exc}") from None
     return ProcessTarget(argv, port, str(deployment["model"]), log_path=log_path,
                          health_timeout_s=health_timeout_s, extra_body={"ignore_eos": True})
-
-
-DTYPES = TORCH_DTYPES  # the name vllm_target imports
-
-class Targets:
-    """Make the Target of a deployment (a matrix row), by its engine.
-
-    `commands` maps an engine name to a launch command template (see `command_target`): a
-    deployment of that engine gets a managed server started from it."""
-
-    def __init__(self, openai_base_url: str | None = None, openai_api_key: str | None = None,
-                 health_timeout_s: float = 300.0, commands: Mapping[str, str] | None = None,
-                 runpod: RunPodConfig | None = None):
-        self.openai_base_url, self._openai_api_key = openai_base_url, openai_api_key
-        self.health_timeout_s = health_timeout_s
-        self.commands = dict(commands or {})
-        self.runpod = runpod
-
-    def for_deployment(self, deployment: Mapping, log_path: Path | None = None) -> Target:
-        """The deployment's target; a server started on this host is checked first to have
-        the deployment's GPUs (type and count), else TargetError names both."""
-        engine = str(deployment["engine"])
-        local = bool(self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)) \
-            or engine in ("builtin", "vllm")
-        facts: dict[str, object] = {}
-        if local:
-            hardware, count = str(deployment["hardware"]), int(deployment["gpu_count"])
-            try:
-                host = check_host(hardware, count)
-            except HardwareMismatch as exc:
-                raise TargetError(f"this host cannot run {deployment.get('deployment', engine)}"
-                                  f": {exc}") from None
-            facts = {k: v for k, v in provenance(host, hardware, count).items()
-                     if k in HOST_FACTS}
-        target = self._target(deployment, engine, log_path)
-        target.host_facts = facts
-        return target
-
-    def _target(self, deployment: Mapping, engine: str, log_path: Path | None) -> Target:
-        command = self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)
-        if command:
-            return command_target(command, deployment, log_path, self.health_timeout_s)
-        if engine == "builtin":
-            return builtin_target(deployment, log_path, self.health_timeout_s)
-        if engine == "vllm":
-            from resources.vllm_target import vllm_target
-
-            return vllm_target(deployment, log_path, max(self.health_timeout_s, 300.0))
-        if engine == "openai":
-            if not self.openai_base_url:
-                raise TargetError("engine openai needs a base URL: set SERVECAT_OPENAI_BASE_URL "
-                                  "(or the targets resource's openai_base_url)")
-            # The URL may be a template per deployment, e.g. http://{model}.internal:8000/v1.
-            url = self.openai_base_url.format(**{k: v for k, v in deployment.items()})
-            return ExistingTarget(url, str(deployment["model"]),
-                                  self._openai_api_key, self.health_timeout_s)
-        if engine == "runpod":
-            if self.runpod is None or not self.runpod.configured():
-                raise TargetError("engine runpod needs a RunPod API key: set RUNPOD_API_KEY")
-            return self.runpod.target(deployment)
-        raise TargetError(f"engine {engine} has no target: give it a launch command in "
-                          f"SERVECAT_TARGET_COMMANDS (JSON engine -> command template)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -10,8 +11,18 @@ import pyarrow.compute as pc
 from bench.deployment_run import DONE_STATUSES, Outcome
 from bench.schema import summary_schema
 from bench.server_metrics import SERVER_COLUMNS
-from resources.store import ResultStore, requests_path, summary_path
 from servecat.results import GPU_FIELDS
+from servecat.store import requests_path, summary_path
+
+
+class ParquetStore(Protocol):
+    """What these functions need of the result store (resources.store.ResultStore has it)."""
+
+    def read_parquet(self, relpath: str) -> pa.Table: ...
+    def write_parquet(self, relpath: str, table: pa.Table) -> str: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def exists(self, relpath: str) -> bool: ...
+
 
 STATUS_FIELDS = [pa.field("status", pa.string()), pa.field("status_reason", pa.string()),
                  pa.field("measured_at", pa.string()), pa.field("wall_s", pa.float64())]
@@ -28,7 +39,7 @@ TARGET_FIELDS = [pa.field("target_cold_start_s", pa.float64()),
 SERVER_FIELDS = [pa.field(name, pa.float64()) for name in SERVER_COLUMNS]
 
 
-def deployment_configs(store: ResultStore, deployment: str) -> tuple[list[dict], pa.Schema]:
+def deployment_configs(store: ParquetStore, deployment: str) -> tuple[list[dict], pa.Schema]:
     """The configs of DEPLOYMENT from every matrix in the store, in sweep order."""
     rows: dict[str, dict] = {}
     schema = None
@@ -51,7 +62,7 @@ def _plain(schema: pa.Schema) -> pa.Schema:
                                else f.type) for f in schema])
 
 
-def finished(store: ResultStore, deployment: str, measured_since: str | None = None) -> set[str]:
+def finished(store: ParquetStore, deployment: str, measured_since: str | None = None) -> set[str]:
     """config_ids of the deployment that are measured or skipped (a failed one runs again);
     with MEASURED_SINCE (an ISO time), only those measured at or after it."""
     since = datetime.fromisoformat(measured_since) if measured_since else None
@@ -69,7 +80,7 @@ def outcome_schema(matrix_schema: pa.Schema, profile_names: list[str]) -> pa.Sch
                       *[f for f in metrics if f.name not in matrix_schema.names]])
 
 
-def write_outcome(store: ResultStore, outcome: Outcome, schema: pa.Schema) -> str:
+def write_outcome(store: ParquetStore, outcome: Outcome, schema: pa.Schema) -> str:
     """Requests first, then the summary: a summary file means the workload is finished."""
     c = outcome.config
     if outcome.requests is not None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
+from cli.commands.checks import MAX_SEED, check_writable
 from engine.local_models import SHAPES
-from servecat.commands.checks import MAX_SEED, check_writable
 
 
 @click.group()

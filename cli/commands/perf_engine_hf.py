@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.peak_rss import PeakRSS
 from bench.perf_rows import IN_PROCESS, PerfRow, RowId, load_avg, row_from_samples
-from servecat.commands.perf_engine_ceiling import Request, Timed, off_main_thread
+from cli.commands.perf_engine_ceiling import Request, Timed, off_main_thread
 
 
 def hf_model(path: Path, dtype: str, attn: str = "sdpa"):

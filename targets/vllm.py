@@ -12,7 +12,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from resources.targets import DTYPES, ProcessTarget, TargetError, command_target
+from servecat.engines import TORCH_DTYPES as DTYPES
+from targets.target import ProcessTarget, TargetError, command_target
 
 DEFAULT_VLLM_PYTHON = Path(os.environ.get("SERVECAT_VLLM_VENV",
                                           Path.home() / ".cache/servecat/vllm-venv")) / "bin/python"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from servecat.commands.results_output import FORMATS, render
+from cli.commands.results_output import FORMATS, render
 
 if TYPE_CHECKING:
     import duckdb

@@ -133,9 +133,9 @@ def perf_engine(model: str, dtypes: str, workloads: str, requests: int, c1_reque
     import torch
 
     from bench.tokens import Tokenizer
+    from cli.commands.perf_engine_facts import machine_facts
+    from cli.commands.perf_engine_run import DtypeRun, Options
     from engine.local_models import SHAPES, ensure_model
-    from servecat.commands.perf_engine_facts import machine_facts
-    from servecat.commands.perf_engine_run import DtypeRun, Options
 
     names, skips, dts = split(workloads), set(split(skip)), split(dtypes)
     for bad, allowed, what in ((set(names) - set(WORKLOADS), WORKLOADS, "--workloads"),

@@ -159,7 +159,7 @@ def perf_api(rows: int, models: int, clients: int, rate_per_client: float, durat
                                                 seed, built["lengths"])))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        api = subprocess.Popen([sys.executable, "-m", "servecat.cli", "api", "--store",
+        api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--store",
                                 str(work / "store"), "--port", str(port)])
         try:
             t0 = time.perf_counter()

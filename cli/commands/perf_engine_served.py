@@ -1,5 +1,5 @@
 """The served rows of `servecat perf engine`: every system a server on 127.0.0.1, started
-through the project's targets (resources/targets.py, resources/vllm_target.py) under the same
+through the project's targets (targets/target.py, targets/vllm.py) under the same
 engine limits and threads, and driven by the project's load generator (bench.loadgen).
 """
 
@@ -15,7 +15,7 @@ from bench.perf_rows import HTTP, PerfRow, RowId, load_avg, row_from_result
 from bench.perf_workloads import EngineLimits, PerfSizes
 from bench.tokens import Tokenizer
 from bench.workload import Workload
-from resources.targets import ProcessTarget, builtin_target
+from targets.target import ProcessTarget, builtin_target
 
 SERVED = "builtin `servecat serve`"
 SERVED_NO_CACHE = "builtin `servecat serve`, no prefix caching"
@@ -59,7 +59,7 @@ def builtin_server(model_dir: Path, dtype: str, limits: EngineLimits, sizes: Per
 def vllm_server(model_dir: Path, dtype: str, limits: EngineLimits, sizes: PerfSizes,
                 log_path: Path) -> ProcessTarget:
     """vLLM's OpenAI server under LIMITS, its OpenMP threads bound to the same cores."""
-    from resources.vllm_target import DEFAULT_COMMAND, vllm_target
+    from targets.vllm import DEFAULT_COMMAND, vllm_target
 
     target = vllm_target(deployment(model_dir, dtype, limits, sizes), log_path,
                          command=DEFAULT_COMMAND + VLLM_COMMAND_EXTRA)

@@ -28,14 +28,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import dagster as dg
 import httpx
 
 from bench.endpoint import Endpoint
-from resources.targets import Target, TargetError
 from servecat.engines import TORCH_DTYPES, WEIGHT_QUANTIZATIONS
+from targets.target import Target, TargetError
 
 log = logging.getLogger(__name__)
+
+# How RunPod deployments run: the Dagster layer's RunPodConfig (resources/target_resource.py)
+# holds the fields, their defaults and their UI docs; this package reads them by name.
+RunPodSettings = Any
 
 REST_URL = "https://rest.runpod.io/v1"
 SERVERLESS_URL = "https://api.runpod.ai/v2"
@@ -48,7 +51,7 @@ NAME_PREFIX = "servecat-"  # every endpoint/pod/template servecat creates; the o
 
 # Our hardware names (configs/hardware.yaml) -> RunPod gpuTypeIds (the enum of the REST v1
 # OpenAPI; docs.runpod.io/references/gpu-types). RunPod offers no A100 40GB: `a100-40gb`
-# deployments need an explicit mapping (RunPodConfig.gpu_types).
+# deployments need an explicit mapping (the RunPod config's gpu_types).
 GPU_TYPE_IDS: dict[str, list[str]] = {
     "l4": ["NVIDIA L4"],
     "a100-80gb": ["NVIDIA A100-SXM4-80GB", "NVIDIA A100 80GB PCIe"],
@@ -176,38 +179,9 @@ def created_at(obj: Mapping) -> datetime | None:
     return None
 
 
-class RunPodConfig(dg.Config):
-    """How `runpod` deployments run. `api_key` is meant to be `dg.EnvVar("RUNPOD_API_KEY")`."""
-
-    api_key: str = ""
-    rest_url: str = REST_URL
-    serverless_url: str = SERVERLESS_URL
-    mode: str = "serverless"  # or "pod"
-    endpoint_id: str = ""  # reuse this endpoint (never created, never deleted)
-    template_id: str = ""  # use this serverless template as is (else one per deployment)
-    worker_image: str = WORKER_IMAGE
-    pod_image: str = POD_IMAGE
-    pod_port: int = 8000
-    pod_url_template: str = POD_URL_TEMPLATE
-    interruptible: bool = False  # pods: spot
-    workers_min: int = 1
-    workers_max: int = 1
-    idle_timeout_s: int = 60
-    flashboot: bool = True
-    container_disk_gb: int = 50
-    gpu_types: dict[str, list[str]] = {}  # hardware -> gpuTypeIds, over GPU_TYPE_IDS
-    health_timeout_s: float = 1200.0
-    poll_s: float = 2.0
-    orphan_age_s: float = 3 * 3600.0  # the orphan sensor deletes servecat resources older
-
-    def configured(self) -> bool:
-        return bool(self.api_key)
-
-    def client(self) -> RunPodClient:
-        return RunPodClient(self.api_key, self.rest_url, self.serverless_url)
-
-    def target(self, deployment: Mapping) -> RunPodTarget:
-        return RunPodTarget(self.client(), self, deployment)
+def runpod_target(config: RunPodSettings, deployment: Mapping) -> RunPodTarget:
+    return RunPodTarget(RunPodClient(config.api_key, config.rest_url, config.serverless_url),
+                        config, deployment)
 
 
 def _clean(value: object) -> object:
@@ -218,7 +192,7 @@ class RunPodTarget(Target):
     """A deployment on RunPod: a serverless endpoint from a vLLM worker template, a pod, or an
     existing endpoint. Deletes what it created on stop, also after a failure."""
 
-    def __init__(self, client: RunPodClient, config: RunPodConfig, deployment: Mapping):
+    def __init__(self, client: RunPodClient, config: RunPodSettings, deployment: Mapping):
         self.client, self.config = client, config
         self.deployment = {k: _clean(v) for k, v in deployment.items()}
         self.name = resource_name(str(deployment["deployment"]))

@@ -40,7 +40,7 @@ def bf16_path() -> str:
 
 def vllm_version() -> str | None:
     """The vLLM in its own environment, read from its metadata without importing it."""
-    from resources.vllm_target import vllm_python
+    from targets.vllm import vllm_python
 
     root = vllm_python().parent.parent / "lib"
     paths = [str(p) for p in root.glob("python*/site-packages")]

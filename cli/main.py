@@ -9,16 +9,16 @@ import click
 
 # command name -> "module:attribute"; each module owns one command or group.
 COMMANDS: dict[str, str] = {
-    "models": "servecat.commands.models:models",
-    "matrix": "servecat.commands.matrix:matrix",
-    "fleet": "servecat.commands.fleet:fleet",
-    "serve": "servecat.commands.serve:serve",
-    "loadgen": "servecat.commands.loadgen:loadgen",
-    "api": "servecat.commands.api:api",
-    "perf": "servecat.commands.perf:perf",
-    "quality": "servecat.commands.quality:quality",
-    "results": "servecat.commands.results:results",
-    "demo": "servecat.commands.demo:demo",
+    "models": "cli.commands.models:models",
+    "matrix": "cli.commands.matrix:matrix",
+    "fleet": "cli.commands.fleet:fleet",
+    "serve": "cli.commands.serve:serve",
+    "loadgen": "cli.commands.loadgen:loadgen",
+    "api": "cli.commands.api:api",
+    "perf": "cli.commands.perf:perf",
+    "quality": "cli.commands.quality:quality",
+    "results": "cli.commands.results:results",
+    "demo": "cli.commands.demo:demo",
 }
 
 

@@ -18,15 +18,15 @@ from bench.perf_rows import PerfRow
 from bench.perf_workloads import EngineLimits, PerfSizes, perf_workload
 from bench.tokens import Tokenizer
 from bench.workload import Workload
-from resources.targets import TargetError
-from servecat.commands import perf_engine_served as served
-from servecat.commands.perf_engine_ceiling import (
+from cli.commands import perf_engine_served as served
+from cli.commands.perf_engine_ceiling import (
     ceiling_engine,
     ceiling_row,
     offsets_of,
     workload_requests,
 )
-from servecat.commands.perf_engine_hf import hf_rows
+from cli.commands.perf_engine_hf import hf_rows
+from targets.target import TargetError
 
 B_LOAD = 0.9  # B's rate as a share of the served builtin engine's capacity on A
 

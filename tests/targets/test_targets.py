@@ -7,8 +7,9 @@ import subprocess
 import httpx
 import pytest
 
-from resources.engine_commands import DEFAULT_COMMANDS
-from resources.targets import ExistingTarget, TargetError, Targets, command_target
+from targets.engine_commands import DEFAULT_COMMANDS
+from targets.registry import Targets
+from targets.target import ExistingTarget, TargetError, command_target
 from tests.pipeline.support import scripted_command
 
 ROW = {"engine": "tgi", "model": "m", "model_id": "org/m", "quantization": "bf16",

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from servecat.commands.loadgen_options import check_output, load_options, setup, write_file
-from servecat.commands.loadgen_report import format_summary, level_line, stopped
+from cli.commands.loadgen_options import check_output, load_options, setup, write_file
+from cli.commands.loadgen_report import format_summary, level_line, stopped
 
 if TYPE_CHECKING:
     from bench.sweep import SloSearch

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from servecat.commands.checks import MAX_SEED, check_writable
+from cli.commands.checks import MAX_SEED, check_writable
 
 if TYPE_CHECKING:
     from bench.endpoint import Endpoint

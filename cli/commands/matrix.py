@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from servecat.commands.matrix_plan import plan_cmd
+from cli.commands.matrix_plan import plan_cmd
 from servecat.errors import SpecError
 
 

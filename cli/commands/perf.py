@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from servecat.cli import LazyGroup
+from cli.main import LazyGroup
 
 PERF_COMMANDS = {
-    "engine": "servecat.commands.perf_engine:perf_engine",
-    "kernels": "servecat.commands.perf_kernels:perf_kernels",
-    "loadgen": "servecat.commands.perf_loadgen:perf_loadgen",
-    "api": "servecat.commands.perf_api:perf_api",
+    "engine": "cli.commands.perf_engine:perf_engine",
+    "kernels": "cli.commands.perf_kernels:perf_kernels",
+    "loadgen": "cli.commands.perf_loadgen:perf_loadgen",
+    "api": "cli.commands.perf_api:perf_api",
 }
 
 

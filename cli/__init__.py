@@ -1,0 +1,1 @@
+"""The `servecat` command line: the top floor. It may import every layer; nothing imports it."""
