@@ -18,6 +18,7 @@ from catalog.report import results_markdown
 from resources.store import ResultStore
 from resources.target_resource import TargetsResource
 from resources.tracking import Tracking
+from servecat.deployment import Deployment
 from servecat.run_tags import REMEASURE_TAG
 from servecat.store import summary_path
 
@@ -51,7 +52,8 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
         return _materialization(store, key, configs, settings, [])
     profiles = load_profiles()
     schema = outcome_schema(matrix_schema, [p.name for p in profiles])
-    run = tracking.start(configs[0], {"dagster_run_id": context.run_id})
+    deployment = Deployment.of(configs)
+    run = tracking.start(deployment, {"dagster_run_id": context.run_id})
     log_path = Path(tempfile.mkstemp(prefix=f"{key}-", suffix=".log")[1])
 
     def record(outcome):
@@ -70,9 +72,6 @@ def benchmark_runs(context: dg.AssetExecutionContext, config: RunsConfig, store:
         return store.read_parquet(summary_path(key, probe["workload_id"])).to_pylist()[0]
 
     outcomes, failed, status = [], [], "FAILED"
-    # The server is sized for the deployment's largest workload.
-    deployment = dict(configs[0], **{k: max(c[k] for c in configs)
-                                     for k in ("kv_cache_gb", "input_max", "output_max")})
     try:
         # Inside the try: a target that cannot be made (no launch command, the host lacks the
         # deployment's GPUs) still ends the MLflow run and removes the log.

@@ -19,7 +19,6 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 
-import pandas as pd
 import pyarrow as pa
 
 from bench.capacity_search import Search, SearchLog, describe, probe_config
@@ -31,6 +30,7 @@ from bench.server_metrics import server_view
 from bench.telemetry import GpuSampler
 from bench.workload import Workload
 from servecat.slo import Slo, level_holds
+from servecat.values import plain
 
 WORKLOAD_FIELDS = tuple(f.name for f in fields(Workload))
 DONE_STATUSES = ("ok", "skipped")
@@ -86,16 +86,9 @@ class Saturation:
         return None
 
 
-def _scalar(value: object) -> object:
-    """A plain Python value; pandas NA / NaN become None."""
-    if value is None or (not isinstance(value, str | bytes) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
 def workload_of(config: Mapping) -> Workload:
     """The Workload a matrix row describes."""
-    values = {f: _scalar(config[f]) for f in WORKLOAD_FIELDS if f in config}
+    values = {f: plain(config[f]) for f in WORKLOAD_FIELDS if f in config}
     for f in ("concurrency", "max_concurrency", "input_min", "input_max", "output_min",
               "output_max", "input_tokens", "output_tokens", "requests", "warmup_requests"):
         if values.get(f) is not None:
@@ -109,7 +102,7 @@ def _level_group(config: Mapping) -> tuple:
 
 def is_search(config: Mapping) -> bool:
     """A capacity search row (measured as the probes it chooses), not a load level."""
-    return bool(_scalar(config.get("search")))
+    return bool(plain(config.get("search")))
 
 
 def sweep(configs: list[dict], endpoint: Endpoint, tokenizer, profiles: list[Profile],

@@ -23,7 +23,6 @@ from catalog.config import CRITERIA
 from catalog.errors import InvalidParameter, NotFound, StaleCursor, names_list
 from catalog.recommend_query import DeploymentIndex
 from catalog.snapshots import Snapshot
-from catalog.topsis import PreparedTopsis
 
 SORTABLE = ("rank", "topsis_score", "output_tokens_per_s", "output_tokens_per_s_per_gpu",
             "ttft_p99_ms", "tpot_p99_ms", "e2e_p99_ms", "cost_per_mtok_on_demand",
@@ -46,7 +45,6 @@ class Group:
     start: int
     stop: int
     ranked: int
-    topsis: PreparedTopsis
 
 
 class CatalogIndex:
@@ -95,14 +93,11 @@ class CatalogIndex:
         self.model_slices = _runs(self.model_of)
         self.groups: dict[tuple[str, str], Group] = {}
         n_profiles = max(len(self.profile_names), 1)
-        criteria = self._criteria_matrix()
-        maximize = [CRITERIA[c] == "max" for c in CRITERIA]
         ranked = ~np.isnan(rank[order])
         for code, (start, stop) in _runs(self.model_of * n_profiles + self.profile_of).items():
             key = (self.model_names[code // n_profiles], self.profile_names[code % n_profiles])
             r = int(ranked[start:stop].sum())  # one iteration per (model, profile)
-            self.groups[key] = Group(start, stop, r,
-                                     PreparedTopsis.prepare(criteria[start:start + r], maximize))
+            self.groups[key] = Group(start, stop, r)
         self._orders: dict[tuple[str, bool, int, int], np.ndarray] = {}
         self._fields: dict[tuple[str, ...] | None, tuple] = {}
         self._lock = threading.Lock()
@@ -144,11 +139,6 @@ class CatalogIndex:
             col: df[col].to_numpy(bool) if col in kinds["b"]
             else df[col].to_numpy(dtype=float, na_value=np.nan)
             for col in {*SORTABLE, *CRITERIA, "meets_slo", "pareto"} & set(self.columns)}
-
-    def _criteria_matrix(self) -> np.ndarray:
-        m = np.column_stack([self.arrays[c] for c in CRITERIA])
-        m[:, list(CRITERIA).index("goodput_rps")] = np.nan_to_num(m[:, list(CRITERIA).index("goodput_rps")])
-        return m
 
     def _field_plan(self, fields: Sequence[str] | None) -> tuple:
         plan = self._fields.get(fields if fields is None else tuple(fields))
@@ -194,8 +184,7 @@ class CatalogIndex:
         self.check_profile(profile)
         group = self.groups.get((model, profile))
         if group is None:  # the model has no rows for that profile
-            empty = np.zeros((0, len(CRITERIA)))
-            return Group(0, 0, 0, PreparedTopsis(empty, empty))
+            return Group(0, 0, 0)
         return group
 
     def check_profile(self, profile: str) -> None:
@@ -294,58 +283,6 @@ class CatalogIndex:
             raise InvalidParameter("cursor: issued for a different query; keep the other "
                                    "parameters the same while paging", "cursor")
         return offset
-
-    def recommend(self, *, model: str, profile: str, max_ttft_p99_ms: float | None = None,
-                  max_tpot_p99_ms: float | None = None, max_cost_per_mtok: float | None = None,
-                  min_throughput: float | None = None, hardware: str | None = None,
-                  top: int = 10, weights: dict[str, float] | None = None) -> dict[str, Any]:
-        """Ranked configs of MODEL for PROFILE meeting the constraints, each with the slack on
-        every constraint (the profile's SLOs included). Custom WEIGHTS re-score with TOPSIS over
-        the same (model, profile) group; configs meeting the SLOs still come first."""
-        g = self.group(model, profile)
-        lo, hi = g.start, g.start + g.ranked
-        info = self.profiles[profile]
-        limits = {  # name -> (column, limit, "max" | "min")
-            "slo_ttft_p99_ms": ("ttft_p99_ms", info.get("ttft_p99_ms"), "max"),
-            "slo_tpot_p99_ms": ("tpot_p99_ms", info.get("tpot_p99_ms"), "max"),
-            "max_ttft_p99_ms": ("ttft_p99_ms", max_ttft_p99_ms, "max"),
-            "max_tpot_p99_ms": ("tpot_p99_ms", max_tpot_p99_ms, "max"),
-            "max_cost_per_mtok": ("cost_per_mtok_on_demand", max_cost_per_mtok, "max"),
-            "min_throughput": ("output_tokens_per_s", min_throughput, "min"),
-        }
-        limits = {k: v for k, v in limits.items() if v[1] is not None}
-        mask = np.ones(hi - lo, bool)
-        for name, (col, limit, kind) in limits.items():
-            if name.startswith("slo_"):
-                continue  # SLOs order the ranking; they do not filter it
-            v = self.arrays[col][lo:hi]
-            mask &= (v <= limit) if kind == "max" else (v >= limit)
-        if hardware is not None:
-            mask &= self.match("hardware", hardware, lo, hi)
-        rows = np.flatnonzero(mask)
-        if weights is None:
-            chosen = rows[:top] + lo
-            scores = self.arrays["topsis_score"][chosen]
-        else:
-            w = [weights.get(c, 0.0) for c in CRITERIA]
-            score = g.topsis.score(w)[rows]  # the whole group at once beats gathering rows first
-            meets = self.arrays["meets_slo"][rows + lo]
-            key = np.where(meets, 0.0, 2.0) + (1.0 - score)
-            k = min(top, len(rows))
-            head = np.argpartition(key, k - 1)[:k] if 0 < k < len(rows) else np.arange(len(rows))
-            head = head[np.lexsort((rows[head], key[head]))][:top]
-            chosen, scores = rows[head] + lo, score[head]
-        items = self.records(chosen, RECOMMEND_FIELDS)
-        slack = {name: (self.arrays[col][chosen] - limit) * (-1 if kind == "max" else 1)
-                 for name, (col, limit, kind) in limits.items()}
-        slack_lists = {name: v.tolist() for name, v in slack.items()}
-        score_list = np.asarray(scores, float).tolist()
-        for i, item in enumerate(items):  # only the `top` returned items
-            item["score"] = score_list[i]
-            item["slack"] = {name: vals[i] for name, vals in slack_lists.items()}
-        return {"snapshot": self.snapshot_id, "model": model, "profile": profile,
-                "weights": weights or info.get("weights", {}), "matching": int(len(rows)),
-                "constraints": {k: v[1] for k, v in limits.items()}, "items": items}
 
     def pareto(self, *, model: str, profile: str) -> dict[str, Any]:
         """The Pareto front of MODEL (throughput/GPU ↑, p99 TTFT ↓, p99 TPOT ↓, cost ↓),

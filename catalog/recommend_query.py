@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from catalog.errors import InvalidParameter, NotFound, Unavailable, names_list
+from servecat.values import plain
 
 # Traffic whose mean input or output tokens are more than this factor away from every measured
 # length profile is outside them: prefill and decode costs scale with the lengths, so an
@@ -58,8 +59,8 @@ class Traffic:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"lengths": self.lengths, "matched_by": self.matched_by,
-                               "input_tokens": _native(self.input_tokens),
-                               "output_tokens": _native(self.output_tokens)}
+                               "input_tokens": plain(self.input_tokens),
+                               "output_tokens": plain(self.output_tokens)}
         if self.requested is not None:
             wanted_in, wanted_out = self.requested
             out["requested"] = {"input_tokens": wanted_in, "output_tokens": wanted_out}
@@ -325,7 +326,7 @@ def _nearest(model: str, known: dict[str, tuple[float, float]], wanted_in: float
 
 def _serving(sizing: dict[str, np.ndarray], i: int, lower_bound: bool) -> dict[str, Any]:
     """Row I of the sizing, counts as integers; a lower-bound capacity makes them upper bounds."""
-    out = {k: _native(v[i]) for k, v in sizing.items()}
+    out = {k: plain(v[i]) for k, v in sizing.items()}
     for k in ("replicas", "gpus", "replicas_at_capacity_lo"):
         # Past 2**53 a float is no longer a whole count, and JSON encoders refuse big integers.
         if out[k] is not None and abs(out[k]) < 2**53:
@@ -368,16 +369,7 @@ def _unranked(item: dict[str, Any]) -> dict[str, Any]:
 
 def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts of plain Python values, None for every missing one."""
-    return [{k: _native(v) for k, v in row.items()} for row in df.to_dict("records")]
-
-
-def _native(v: Any) -> Any:
-    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
-        return None
-    if isinstance(v, np.generic):
-        v = v.item()
-        return None if isinstance(v, float) and math.isnan(v) else v
-    return v
+    return [{k: plain(v) for k, v in row.items()} for row in df.to_dict("records")]
 
 
 def _lengths_by_model(df: pd.DataFrame) -> dict[str, dict[str, tuple[float, float]]]:

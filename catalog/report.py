@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from catalog.recommend_query import DeploymentIndex
+from servecat.values import plain
 
 TOP_COLUMNS = ("rank", "hardware", "gpu_count", "engine", "quantization", "max_num_seqs",
                "concurrency", "rate", "output_tokens_per_s_per_gpu", "ttft_p99_ms", "tpot_p99_ms",
@@ -178,8 +179,8 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], measured_now: Collection
 
 
 def _fmt(value: Any, spec: str) -> str:
-    missing = value is None or (isinstance(value, float) and math.isnan(value))
-    return "" if missing else format(value, spec)
+    value = plain(value)
+    return "" if value is None else format(value, spec)
 
 
 DEMAND_FACTOR = 2.0  # the demo's demand: twice the highest capacity, so replicas differ

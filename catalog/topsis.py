@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,39 +48,6 @@ def topsis(matrix: np.ndarray, maximize: Sequence[bool], weights: Sequence[float
         dm = skc.mkdm(matrix[:, keep], objectives, weights=w[keep])
         result = pipe.evaluate(dm)
     return np.nan_to_num(np.asarray(result.e_.similarity, dtype=float), nan=1.0)
-
-
-@dataclass(slots=True)
-class PreparedTopsis:
-    """A group's squared distances to the ideal and anti-ideal per criterion, so scoring any rows
-    under any weights is two small matrix-vector products.
-
-    d⁺² = Σ_j w_j² (r_ij − max_j r_j)², d⁻² likewise with the min; the score d⁻/(d⁺ + d⁻) does not
-    change when all weights are scaled, so weights need not be summed to 1 first.
-    """
-
-    to_best: np.ndarray    # n × k: (r_ij − max_j)²
-    to_worst: np.ndarray   # n × k: (r_ij − min_j)²
-
-    @classmethod
-    def prepare(cls, matrix: np.ndarray, maximize: Sequence[bool]) -> PreparedTopsis:
-        inv = _inverted(matrix, maximize)
-        norm = np.sqrt((inv ** 2).sum(axis=0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            r = np.where(norm > 0, inv / norm, 0.0)
-        if not len(r):
-            return cls(r, r)
-        return cls((r - r.max(axis=0)) ** 2, (r - r.min(axis=0)) ** 2)
-
-    def score(self, weights: Sequence[float], rows: np.ndarray | None = None) -> np.ndarray:
-        """Scores of ROWS (all when None), ideal and anti-ideal taken over the whole group."""
-        w2 = np.asarray(weights, dtype=float) ** 2
-        best = self.to_best if rows is None else self.to_best[rows]
-        worst = self.to_worst if rows is None else self.to_worst[rows]
-        d_best, d_worst = np.sqrt(best @ w2), np.sqrt(worst @ w2)
-        total = d_best + d_worst
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(total > 0, d_worst / total, 1.0)
 
 
 def topsis_batch(criteria: np.ndarray, maximize: Sequence[bool],

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from servecat.deployment import Deployment
+
 # Matrix columns that describe the deployment (MLflow params). Nothing secret is among them:
 # API keys live only in environment variables and request headers, never in the matrix.
 DEPLOYMENT_PARAMS = ("deployment", "matrix", "model", "model_id", "parameters", "hardware",
@@ -35,7 +37,7 @@ class Tracking(dg.ConfigurableResource):
     def uri(self) -> str:
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
-    def start(self, deployment: Mapping, run_tags: Mapping[str, str]) -> TrackedRun:
+    def start(self, deployment: Deployment, run_tags: Mapping[str, str]) -> TrackedRun:
         """Open the MLflow run of a deployment run."""
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         import mlflow
@@ -53,9 +55,10 @@ class Tracking(dg.ConfigurableResource):
                 exp_id = client.create_experiment(self.experiment, artifact_location=artifacts)
             else:
                 exp_id = exp.experiment_id
-        run = client.create_run(exp_id, run_name=str(deployment["deployment"]),
+        run = client.create_run(exp_id, run_name=deployment.key,
                                 tags={k: str(v) for k, v in run_tags.items()})
-        params = {k: _param(deployment.get(k)) for k in DEPLOYMENT_PARAMS if k in deployment}
+        values = deployment.values()
+        params = {k: _param(values.get(k)) for k in DEPLOYMENT_PARAMS if k in values}
         for key, value in params.items():
             client.log_param(run.info.run_id, key, value)
         return TrackedRun(client, run.info.run_id)

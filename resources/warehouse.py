@@ -65,8 +65,11 @@ def refresh_views(con: duckdb.DuckDBPyConnection, store: ResultStore) -> dict[st
     A table with no files yet becomes an empty table, so queries still run."""
     counts = {}
     for name, glob in GLOBS.items():
-        con.execute(f"DROP VIEW IF EXISTS {name}")
-        con.execute(f"DROP TABLE IF EXISTS {name}")
+        # DuckDB refuses `DROP VIEW` of a table (and the reverse): drop what is there.
+        for kind in con.execute("SELECT 'VIEW' FROM duckdb_views() WHERE view_name = ? UNION ALL "
+                                "SELECT 'TABLE' FROM duckdb_tables() WHERE table_name = ?",
+                                [name, name]).fetchall():
+            con.execute(f"DROP {kind[0]} {name}")
         if store.list(glob.split("*")[0]):
             source = (f"read_parquet('{store.uri(glob)}', union_by_name = true, "
                       f"hive_partitioning = false)")

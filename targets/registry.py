@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from servecat.deployment import Deployment
 from servecat.host_check import HardwareMismatch, check_host, provenance
 from targets.engine_commands import DEFAULT_COMMANDS
 from targets.target import (
@@ -35,19 +36,19 @@ class Targets:
         self.commands = dict(commands or {})
         self.runpod = runpod
 
-    def for_deployment(self, deployment: Mapping, log_path: Path | None = None) -> Target:
+    def for_deployment(self, deployment: Deployment, log_path: Path | None = None) -> Target:
         """The deployment's target; a server started on this host is checked first to have
         the deployment's GPUs (type and count), else TargetError names both."""
-        engine = str(deployment["engine"])
+        engine = deployment.engine
         local = bool(self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)) \
             or engine in ("builtin", "vllm")
         facts: dict[str, object] = {}
         if local:
-            hardware, count = str(deployment["hardware"]), int(deployment["gpu_count"])
+            hardware, count = deployment.hardware, deployment.gpu_count
             try:
                 host = check_host(hardware, count)
             except HardwareMismatch as exc:
-                raise TargetError(f"this host cannot run {deployment.get('deployment', engine)}"
+                raise TargetError(f"this host cannot run {deployment.key}"
                                   f": {exc}") from None
             facts = {k: v for k, v in provenance(host, hardware, count).items()
                      if k in HOST_FACTS}
@@ -55,7 +56,7 @@ class Targets:
         target.host_facts = facts
         return target
 
-    def _target(self, deployment: Mapping, engine: str, log_path: Path | None) -> Target:
+    def _target(self, deployment: Deployment, engine: str, log_path: Path | None) -> Target:
         command = self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)
         if command:
             return command_target(command, deployment, log_path, self.health_timeout_s)
@@ -70,8 +71,8 @@ class Targets:
                 raise TargetError("engine openai needs a base URL: set SERVECAT_OPENAI_BASE_URL "
                                   "(or the targets resource's openai_base_url)")
             # The URL may be a template per deployment, e.g. http://{model}.internal:8000/v1.
-            url = self.openai_base_url.format(**{k: v for k, v in deployment.items()})
-            return ExistingTarget(url, str(deployment["model"]),
+            url = self.openai_base_url.format(**deployment.values())
+            return ExistingTarget(url, deployment.model,
                                   self._openai_api_key, self.health_timeout_s)
         if engine == "runpod":
             if self.runpod is None or not self.runpod.api_key:

@@ -31,6 +31,7 @@ from typing import Any
 import httpx
 
 from bench.endpoint import Endpoint
+from servecat.deployment import Deployment
 from servecat.engines import TORCH_DTYPES, WEIGHT_QUANTIZATIONS
 from targets.target import Target, TargetError
 
@@ -179,24 +180,20 @@ def created_at(obj: Mapping) -> datetime | None:
     return None
 
 
-def runpod_target(config: RunPodSettings, deployment: Mapping) -> RunPodTarget:
+def runpod_target(config: RunPodSettings, deployment: Deployment) -> RunPodTarget:
     return RunPodTarget(RunPodClient(config.api_key, config.rest_url, config.serverless_url),
                         config, deployment)
-
-
-def _clean(value: object) -> object:
-    return None if value is None or value != value else value  # NaN/NA -> None
 
 
 class RunPodTarget(Target):
     """A deployment on RunPod: a serverless endpoint from a vLLM worker template, a pod, or an
     existing endpoint. Deletes what it created on stop, also after a failure."""
 
-    def __init__(self, client: RunPodClient, config: RunPodSettings, deployment: Mapping):
+    def __init__(self, client: RunPodClient, config: RunPodSettings, deployment: Deployment):
         self.client, self.config = client, config
-        self.deployment = {k: _clean(v) for k, v in deployment.items()}
-        self.name = resource_name(str(deployment["deployment"]))
-        self.model = str(deployment["model"])
+        self.deployment = deployment.values()
+        self.name = resource_name(deployment.key)
+        self.model = deployment.model
         self.endpoint_id: str | None = config.endpoint_id or None
         self.template_id: str | None = None  # created by us
         self.pod_id: str | None = None

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bench.endpoint import Endpoint
+from servecat.deployment import Deployment
 from servecat.engines import TORCH_DTYPES, WEIGHT_QUANTIZATIONS
 from servecat.net import free_port, wait_healthy
 
@@ -168,20 +169,20 @@ BUILTIN_QUANT_FLAGS: dict[str, list[str]] = {
 }
 
 
-def builtin_target(deployment: Mapping, log_path: Path | None = None,
+def builtin_target(deployment: Deployment, log_path: Path | None = None,
                    health_timeout_s: float = 300.0) -> ProcessTarget:
-    """`servecat serve` for DEPLOYMENT (a matrix row) on a free 127.0.0.1 port."""
+    """`servecat serve` for DEPLOYMENT on a free 127.0.0.1 port."""
     port = free_port()
-    name = str(deployment["model"])
-    argv = [sys.executable, "-m", "cli.main", "serve", "--model", str(deployment["model_id"]),
+    name = deployment.model
+    argv = [sys.executable, "-m", "cli.main", "serve", "--model", deployment.model_id,
             "--host", "127.0.0.1", "--port", str(port), "--served-model-name", name,
-            *BUILTIN_QUANT_FLAGS[str(deployment["quantization"])]]
+            *BUILTIN_QUANT_FLAGS[deployment.quantization]]
     for arg in ("max_num_seqs", "max_num_batched_tokens"):
-        value = deployment.get(arg)
-        if value is not None and value == value:  # not NaN/NA
-            argv += [f"--{arg.replace('_', '-')}", str(int(value))]
-    kv_gb = deployment.get("kv_cache_gb")
-    if kv_gb is not None and kv_gb == kv_gb:
+        value = getattr(deployment, arg)
+        if value is not None:
+            argv += [f"--{arg.replace('_', '-')}", str(value)]
+    kv_gb = deployment.kv_cache_gb
+    if kv_gb is not None:
         # The pool the matrix sized for this deployment's largest workload, with headroom for
         # block rounding; not a fraction of the host's memory.
         argv += ["--kv-cache-memory", f"{max(0.25, 1.25 * float(kv_gb)):.3f}"]
@@ -213,16 +214,18 @@ class ExistingTarget(Target):
         return f"server at {self.base_url}"
 
 
-def command_target(template: str, deployment: Mapping, log_path: Path | None = None,
-                   health_timeout_s: float = 300.0) -> ProcessTarget:
+def command_target(template: str, deployment: Deployment, log_path: Path | None = None,
+                   health_timeout_s: float = 300.0,
+                   extra: Mapping[str, object] | None = None) -> ProcessTarget:
     """A server launched from a command template, e.g. `tgi-launcher --port {port} ...`.
 
     Placeholders: {port} {model} {model_id} {quantization} {dtype} {max_num_seqs}
-    {max_num_batched_tokens} {tensor_parallel_size} {python}."""
+    {max_num_batched_tokens} {tensor_parallel_size} {python}, any other field of the
+    deployment, and EXTRA's (a launcher's own, e.g. vLLM's)."""
     port = free_port()
-    values = {k: ("" if v is None or v != v else v) for k, v in deployment.items()}
+    values = {k: ("" if v is None else v) for k, v in deployment.values().items()}
     values |= {"port": port, "python": sys.executable,
-               "dtype": TORCH_DTYPES.get(str(deployment.get("quantization")), "auto")}
+               "dtype": TORCH_DTYPES.get(deployment.quantization, "auto"), **(extra or {})}
     try:
         argv = []
         for part in shlex.split(template):
@@ -231,5 +234,5 @@ def command_target(template: str, deployment: Mapping, log_path: Path | None = N
             argv += shlex.split(text) if re.fullmatch(r"\{\w+_flags?\}", part) else [text]
     except (KeyError, IndexError) as exc:
         raise TargetError(f"launch command {template!r}: unknown placeholder {exc}") from None
-    return ProcessTarget(argv, port, str(deployment["model"]), log_path=log_path,
+    return ProcessTarget(argv, port, deployment.model, log_path=log_path,
                          health_timeout_s=health_timeout_s, extra_body={"ignore_eos": True})

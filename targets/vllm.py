@@ -9,9 +9,9 @@ build fails its package-name lookup; `SERVECAT_VLLM_COMMAND` replaces it (e.g. w
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from pathlib import Path
 
+from servecat.deployment import Deployment
 from servecat.engines import TORCH_DTYPES as DTYPES
 from targets.target import ProcessTarget, TargetError, command_target
 
@@ -32,7 +32,7 @@ def vllm_python() -> Path:
     return Path(os.environ.get("SERVECAT_VLLM_PYTHON", DEFAULT_VLLM_PYTHON))
 
 
-def vllm_target(deployment: Mapping, log_path: Path | None = None, health_timeout_s: float = 300.0,
+def vllm_target(deployment: Deployment, log_path: Path | None = None, health_timeout_s: float = 300.0,
                 command: str | None = None) -> ProcessTarget:
     """A vLLM server for DEPLOYMENT on a free 127.0.0.1 port, sized from the matrix row."""
     python = vllm_python()
@@ -40,11 +40,10 @@ def vllm_target(deployment: Mapping, log_path: Path | None = None, health_timeou
     if "{vllm_python}" in template and not python.exists():
         raise TargetError(f"vLLM is not installed at {python.parent.parent}: run `make vllm-env` "
                           "(or set SERVECAT_VLLM_PYTHON / SERVECAT_VLLM_COMMAND)")
-    cpu = str(deployment.get("hardware")) == "cpu"
-    quant = str(deployment.get("quantization"))
-    context = int(deployment.get("input_max", 0) or 0) + int(deployment.get("output_max", 0) or 0)
-    row = dict(deployment)
-    row |= {
+    cpu = deployment.hardware == "cpu"
+    quant = deployment.quantization
+    context = (deployment.input_max or 0) + (deployment.output_max or 0)
+    extra: dict[str, object] = {
         "vllm_python": str(python), "dtype": DTYPES.get(quant, "auto"),
         "max_model_len": max(context, 256),
         "quantization_flag": QUANT_FLAGS.get(quant, ""),
@@ -52,10 +51,10 @@ def vllm_target(deployment: Mapping, log_path: Path | None = None, health_timeou
     }
     for key, default in (("max_num_seqs", 256), ("max_num_batched_tokens", 8192),
                          ("tensor_parallel_size", 1)):
-        if row.get(key) is None or row[key] != row[key]:
-            row[key] = default
-    target = command_target(template, row, log_path, health_timeout_s)
-    kv_gb = float(deployment.get("kv_cache_gb") or 0.0)
+        if getattr(deployment, key) is None:
+            extra[key] = default
+    target = command_target(template, deployment, log_path, health_timeout_s, extra)
+    kv_gb = deployment.kv_cache_gb or 0.0
     target.env |= {"VLLM_CPU_KVCACHE_SPACE": str(max(1, round(1.25 * kv_gb + 0.5))),
                    "VLLM_CPU_OMP_THREADS_BIND": f"0-{(os.cpu_count() or 1) - 1}",
                    "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}

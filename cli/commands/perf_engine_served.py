@@ -15,6 +15,7 @@ from bench.perf_rows import HTTP, PerfRow, RowId, load_avg, row_from_result
 from bench.perf_workloads import EngineLimits, PerfSizes
 from bench.tokens import Tokenizer
 from bench.workload import Workload
+from servecat.deployment import Deployment
 from targets.target import ProcessTarget, builtin_target
 
 SERVED = "builtin `servecat serve`"
@@ -37,12 +38,14 @@ class Server:
     reference: bool = False
 
 
-def deployment(model_dir: Path, dtype: str, limits: EngineLimits, sizes: PerfSizes) -> dict:
-    """The matrix-row fields the targets read, for one model, dtype and set of limits."""
-    return {"model": "m", "model_id": str(model_dir), "quantization": dtype, "hardware": "cpu",
-            "gpu_count": 0, "max_num_seqs": limits.max_num_seqs,
-            "max_num_batched_tokens": limits.max_num_batched_tokens,
-            "input_max": sizes.max_input, "output_max": sizes.output[1]}
+def deployment(model_dir: Path, dtype: str, limits: EngineLimits, sizes: PerfSizes,
+               engine: str = "builtin") -> Deployment:
+    """The deployment the targets start, for one model, dtype and set of limits."""
+    return Deployment(key=f"perf-{engine}-{dtype}", model="m", model_id=str(model_dir),
+                      hardware="cpu", gpu_count=0, engine=engine, quantization=dtype,
+                      max_num_seqs=limits.max_num_seqs,
+                      max_num_batched_tokens=limits.max_num_batched_tokens,
+                      input_max=sizes.max_input, output_max=sizes.output[1])
 
 
 def builtin_server(model_dir: Path, dtype: str, limits: EngineLimits, sizes: PerfSizes,
@@ -61,7 +64,7 @@ def vllm_server(model_dir: Path, dtype: str, limits: EngineLimits, sizes: PerfSi
     """vLLM's OpenAI server under LIMITS, its OpenMP threads bound to the same cores."""
     from targets.vllm import DEFAULT_COMMAND, vllm_target
 
-    target = vllm_target(deployment(model_dir, dtype, limits, sizes), log_path,
+    target = vllm_target(deployment(model_dir, dtype, limits, sizes, "vllm"), log_path,
                          command=DEFAULT_COMMAND + VLLM_COMMAND_EXTRA)
     target.env |= {"VLLM_CPU_KVCACHE_SPACE": str(limits.kv_cache_gib),
                    "VLLM_CPU_OMP_THREADS_BIND": limits.cpu_bind,

@@ -4,7 +4,7 @@ normalisation, weights summed to 1, Euclidean distances to ideal and anti-ideal)
 import numpy as np
 import pytest
 
-from catalog.topsis import PreparedTopsis, topsis
+from catalog.topsis import topsis, topsis_batch
 
 
 def textbook(matrix: np.ndarray, maximize: list[bool], weights: np.ndarray) -> np.ndarray:
@@ -31,10 +31,8 @@ def test_topsis_matches_textbook(seed):
     weights = rng.uniform(0.05, 1, k)
     expected = textbook(matrix, maximize, weights)
     np.testing.assert_allclose(topsis(matrix, maximize, weights), expected, rtol=0, atol=1e-9)
-    prepared = PreparedTopsis.prepare(matrix, maximize)
-    np.testing.assert_allclose(prepared.score(weights), expected, rtol=0, atol=1e-9)
-    rows = rng.choice(n, size=min(n, 17), replace=False)
-    np.testing.assert_allclose(prepared.score(weights, rows), expected[rows], rtol=0, atol=1e-9)
+    np.testing.assert_allclose(topsis_batch(matrix[None], maximize, weights)[0], expected,
+                               rtol=0, atol=1e-9)
 
 
 def test_zero_weights_and_constant_columns_change_nothing():
@@ -48,20 +46,21 @@ def test_zero_weights_and_constant_columns_change_nothing():
     got = topsis(np.column_stack([matrix, rng.uniform(1, 2, 50)]), maximize + [False],
                  [0.5, 0.3, 0.2, 0.0])
     np.testing.assert_allclose(got, base, atol=1e-9)
-    prepared = PreparedTopsis.prepare(with_const, maximize + [True, True])
-    np.testing.assert_allclose(prepared.score([0.5, 0.3, 0.2, 0.7, 0.4]), base, atol=1e-9)
+    got = topsis_batch(with_const[None], maximize + [True, True], [0.5, 0.3, 0.2, 0.7, 0.4])
+    np.testing.assert_allclose(got[0], base, atol=1e-9)
 
 
 def test_degenerate_groups_score_one():
     assert topsis(np.array([[1.0, 2.0]]), [True, False], [1, 1]).tolist() == [1.0]
     same = np.ones((4, 2))
     assert topsis(same, [True, False], [1, 1]).tolist() == [1.0] * 4
-    assert PreparedTopsis.prepare(same, [True, False]).score([1, 1]).tolist() == [1.0] * 4
+    assert topsis_batch(same[None], [True, False], [1, 1])[0].tolist() == [1.0] * 4
 
 
-def test_build_and_query_paths_agree_on_every_shipped_profile():
-    """TOPSIS runs twice: scikit-criteria when the catalog is built, numpy at query time
-    (PreparedTopsis, so custom weights cost no rebuild). Pinned together on the real profiles."""
+def test_point_and_bootstrap_paths_agree_on_every_shipped_profile():
+    """TOPSIS runs two ways: scikit-criteria for the ranking at the operating points, numpy for
+    B bootstrap draws at once (topsis_batch: P(#1), P(top 3)). Pinned together on the real
+    profiles, so a draw with no noise ranks exactly as the catalog does."""
     from catalog.config import CRITERIA
     from servecat.profiles import load_profiles
 
@@ -69,8 +68,8 @@ def test_build_and_query_paths_agree_on_every_shipped_profile():
     names = list(CRITERIA)
     matrix = rng.lognormal(0, 1, (300, len(names))) * rng.uniform(0.1, 1000, len(names))
     maximize = [CRITERIA[c] == "max" for c in names]
-    prepared = PreparedTopsis.prepare(matrix, maximize)
     for profile in load_profiles():
         weights = [profile.weights.get(c, 0.0) for c in names]
-        np.testing.assert_allclose(topsis(matrix, maximize, weights), prepared.score(weights),
+        np.testing.assert_allclose(topsis(matrix, maximize, weights),
+                                   topsis_batch(matrix[None], maximize, weights)[0],
                                    rtol=0, atol=1e-9, err_msg=profile.name)

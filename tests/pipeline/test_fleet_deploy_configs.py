@@ -43,7 +43,7 @@ def test_local_instance_queues_one_cpu_run_at_a_time(tmp_path):
         queue = instance.get_concurrency_config().run_queue_config
         assert {"key": "servecat/hardware", "value": "cpu", "limit": 1} in [
             dict(limit) for limit in queue.tag_concurrency_limits]
-        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        assert type(instance.run_coordinator).__name__ == "PartitionTagsRunCoordinator"
     assert "configs/deploy/local/dagster.yaml" in (REPO / "Makefile").read_text()
 
 

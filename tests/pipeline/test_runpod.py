@@ -20,10 +20,16 @@ from assets import results
 from bench.scripted_server import Scenario, scripted_server
 from resources.store import ResultStore
 from resources.target_resource import RunPodConfig, TargetsResource
+from servecat.deployment import Deployment
 from targets.runpod import RunPodClient, RunPodError, RunPodTarget
 from targets.target import TargetError
 from tests.pipeline.fake_runpod import FakeRunPod
 from tests.pipeline.support import Bench, LiveApp, spec_dict
+
+
+def dep(row: dict) -> Deployment:
+    return Deployment.from_row({"engine": "runpod", **row})
+
 
 KEY = "rpa_SERVECATLEAKCHECK_7f3c9e1d52ab4e08"  # unique: grep for it after a run
 GAP_MS, TOKENS_PER_CHUNK, OUTPUT_TOKENS = 24.0, 4, 16
@@ -106,8 +112,8 @@ def test_runpod_partition_end_to_end_with_token_based_tpot(runpod_env):
 def test_created_endpoint_bodies_follow_the_deployment(runpod_env):
     env, fake = runpod_env, runpod_env.fake
     [key] = env.bench.matrix()
-    deployment = {"deployment": key, "model": "tiny", "model_id": "org/tiny", "hardware": "l4",
-                  "gpu_count": 1, "quantization": "bf16", "max_num_seqs": 16.0}
+    deployment = dep({"deployment": key, "model": "tiny", "model_id": "org/tiny", "hardware": "l4",
+                      "gpu_count": 1, "quantization": "bf16", "max_num_seqs": 16.0})
     target = RunPodTarget(env.client(), env.config(api_key=KEY), deployment)
     with target:
         [endpoint] = fake.endpoints.values()
@@ -150,8 +156,8 @@ def test_server_errors_mid_run_still_delete_the_endpoint(runpod_env):
 
 def test_cancel_deletes_and_a_reused_endpoint_is_never_deleted(runpod_env):
     env, fake = runpod_env, runpod_env.fake
-    deployment = {"deployment": "d1", "model": "tiny", "model_id": "org/tiny", "hardware": "h100",
-                  "gpu_count": 1, "quantization": "bf16"}
+    deployment = dep({"deployment": "d1", "model": "tiny", "model_id": "org/tiny",
+                      "hardware": "h100", "gpu_count": 1, "quantization": "bf16"})
     with pytest.raises(KeyboardInterrupt), RunPodTarget(env.client(), env.config(api_key=KEY),
                                                         deployment):
         assert len(fake.endpoints) == 1
@@ -166,8 +172,8 @@ def test_cancel_deletes_and_a_reused_endpoint_is_never_deleted(runpod_env):
 
 def test_spot_pod_reports_its_cost_and_is_deleted(runpod_env):
     env, fake = runpod_env, runpod_env.fake
-    deployment = {"deployment": "d2", "model": "tiny", "model_id": "org/tiny",
-                  "hardware": "a100-80gb", "gpu_count": 2, "quantization": "fp16"}
+    deployment = dep({"deployment": "d2", "model": "tiny", "model_id": "org/tiny",
+                      "hardware": "a100-80gb", "gpu_count": 2, "quantization": "fp16"})
     target = RunPodTarget(env.client(), env.config(api_key=KEY, mode="pod", interruptible=True),
                           deployment)
     with target:
@@ -190,8 +196,8 @@ def test_errors_are_clear_and_never_carry_the_key(runpod_env):
     assert KEY not in str(err.value)
     with pytest.raises(TargetError, match="no RunPod GPU type"):
         RunPodTarget(env.client(), env.config(api_key=KEY),
-                     {"deployment": "d", "model": "m", "model_id": "m", "hardware": "a100-40gb",
-                      "quantization": "bf16"}).start()
+                     dep({"deployment": "d", "model": "m", "model_id": "m",
+                          "hardware": "a100-40gb", "gpu_count": 1, "quantization": "bf16"})).start()
 
 
 def test_orphan_sensor_deletes_old_servecat_resources_only(runpod_env):
