@@ -62,8 +62,10 @@ $(VLLM_VENV)/.installed:
 vllm-env-optional:
 	@$(MAKE) --no-print-directory vllm-env || echo "WARNING: vLLM environment not built; vLLM test and demo deployment skipped"
 
-# The load generators we compare ours with (`servecat perf loadgen`), each in its own venv:
+# The load generators we compare ours with (`servecat perf loadgen`), in one venv of their own:
 # AIPerf needs no torch; GuideLLM needs torch==2.13.0 beside it (the CPU build, as ours).
+# Pinned: perf loadgen drives their command lines and reads their exports, which change
+# between releases (GuideLLM 0.8's `kind=...` options, AIPerf's profile_export.jsonl).
 PEERS_VENV ?= $(HOME)/.cache/servecat/peers-venv
 export SERVECAT_PEERS_VENV := $(PEERS_VENV)
 
@@ -72,7 +74,7 @@ peers-env: $(PEERS_VENV)/.installed
 $(PEERS_VENV)/.installed:
 	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/python -m pip install -q --upgrade pip
-	$(PEERS_VENV)/bin/python -m pip install -q torch==2.13.0 aiperf guidellm
+	$(PEERS_VENV)/bin/python -m pip install -q torch==2.13.0 aiperf==0.13.0 guidellm==0.8.1
 	touch $@
 
 clean:

@@ -1,5 +1,11 @@
-"""Query parameters declared once: parsed by hand on the hot path (FastAPI's per-request
-parameter machinery costs more than the query itself) and described to OpenAPI from the same list.
+"""Query parameters declared once: parsed by hand on the hot path and described to OpenAPI from
+the same list.
+
+Why by hand: `servecat perf api --compare-params` serves the same Params as FastAPI/pydantic
+query parameters (a pydantic model, `Annotated[Model, Query()]`) beside these routes. On the
+1M-row catalog at 200 req/s paced, FastAPI's took +0.27-0.32 ms of API CPU per request (1.05 ->
+1.32 and 1.23 -> 1.55 ms, +26%), and on this shared 2-core host that pushed the paced p95 from
+158-169 ms to 1740-1810 ms (two runs, load avg 7-14).
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@
 The API runs in its own process (`servecat api`), the load in another (`python -m
 catalog.loadtest`): first paced (each client at a fixed rate, latency from the scheduled send
 time), then closed-loop (no think time) for the maximum throughput.
+
+`--compare-params` serves twin routes whose query parameters FastAPI and pydantic parse
+(cli/commands/perf_api_twin.py) beside the hand-parsed ones (catalog.params), checks that
+both answer the same bytes, and runs paced rounds over the same queries on each, interleaved:
+what the hand parser saves at p95 is the difference.
 """
 
 from __future__ import annotations
@@ -131,6 +136,53 @@ def _load(url: str, queries: Path, clients: int, rate: float, duration: float, o
     return json.loads(out.read_text())
 
 
+def _same_answers(url: str, paths: list[str]) -> None:
+    """The twin routes must answer byte for byte as the real ones, or the comparison is void."""
+    import httpx
+
+    from cli.commands.perf_api_twin import PREFIX
+
+    with httpx.Client(timeout=60) as client:
+        for path in paths:
+            hand, twin = client.get(url + path), client.get(url + PREFIX + path)
+            if (hand.status_code, hand.content) != (twin.status_code, twin.content):
+                raise click.ClickException(
+                    f"the FastAPI twin answers {path} differently ({twin.status_code} vs "
+                    f"{hand.status_code}): {twin.text[:200]}")
+
+
+_COMPARED = ("p50_ms", "p95_ms", "p99_ms", "api_p50_ms", "api_p95_ms", "api_cpu_ms_per_request")
+
+
+def _compare_params(api_pid: int, url: str, queries: Path, work: Path, clients: int,
+                    rate: float, duration: float, rounds: int) -> dict[str, Any]:
+    """Paced rounds over the same queries on the hand-parsed routes and on their FastAPI twins,
+    in ABBA order (a drift in the machine's load falls on both); medians over rounds."""
+    from cli.commands.perf_api_twin import PREFIX
+
+    paths = json.loads(queries.read_text())
+    _same_answers(url, paths[:40])
+    files = {"hand": queries, "fastapi": work / "queries-fastapi.json"}
+    files["fastapi"].write_text(json.dumps([PREFIX + p for p in paths]))
+    runs = []
+    for r in range(rounds):
+        for parser in ("hand", "fastapi") if r % 2 == 0 else ("fastapi", "hand"):
+            click.echo(f"parameters round {r + 1}/{rounds}: {parser}", err=True)
+            phase = _phase(api_pid, url, files[parser], clients, rate, duration,
+                           work / f"compare-{parser}-{r}.json")
+            runs.append({"parser": parser, "round": r, **phase})
+    out: dict[str, Any] = {"rounds": runs}
+    for parser in files:
+        mine = [p for p in runs if p["parser"] == parser]
+        out[parser] = {k: float(np.median([p[k] for p in mine])) for k in _COMPARED
+                       if all(k in p for p in mine)}
+        out[parser]["requests"] = sum(p["requests"] for p in mine)
+        out[parser]["errors"] = sum(p["errors"] for p in mine)
+    out["p95_difference_ms"] = out["fastapi"]["p95_ms"] - out["hand"]["p95_ms"]
+    out["api_p95_difference_ms"] = out["fastapi"]["api_p95_ms"] - out["hand"]["api_p95_ms"]
+    return out
+
+
 @click.command()
 @click.option("--rows", type=int, default=1_000_000, show_default=True,
               help="Catalog rows (configs × profiles).")
@@ -145,10 +197,15 @@ def _load(url: str, queries: Path, clients: int, rate: float, duration: float, o
 @click.option("--warmup", type=float, default=3.0, show_default=True,
               help="Closed-loop warm-up before measuring (s).")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--compare-params", is_flag=True,
+              help="Also: paced rounds on twin routes with FastAPI/pydantic query parameters.")
+@click.option("--compare-rounds", type=int, default=2, show_default=True,
+              help="Paced rounds per parser for --compare-params (interleaved).")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), default=None,
               help="Write the results as JSON here.")
 def perf_api(rows: int, models: int, clients: int, rate_per_client: float, duration: float,
-             closed_duration: float, warmup: float, seed: int, json_out: Path | None) -> None:
+             closed_duration: float, warmup: float, seed: int, compare_params: bool,
+             compare_rounds: int, json_out: Path | None) -> None:
     """Catalog API under load: p50/p95/p99, req/s and errors over a recommend + catalog mix."""
     with tempfile.TemporaryDirectory(prefix="servecat-perf-api-") as tmp:
         work = Path(tmp)
@@ -159,8 +216,10 @@ def perf_api(rows: int, models: int, clients: int, rate_per_client: float, durat
                                                 seed, built["lengths"])))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        api = subprocess.Popen([sys.executable, "-m", "cli.main", "api", "--store",
-                                str(work / "store"), "--port", str(port)])
+        server = (["-m", "cli.commands.perf_api_twin"] if compare_params
+                  else ["-m", "cli.main", "api"])
+        api = subprocess.Popen([sys.executable, *server, "--store", str(work / "store"),
+                                "--port", str(port)])
         try:
             t0 = time.perf_counter()
             _wait_healthy(url, api, timeout=300)
@@ -177,6 +236,9 @@ def perf_api(rows: int, models: int, clients: int, rate_per_client: float, durat
                 click.echo(f"closed loop: {clients} clients for {closed_duration:g} s", err=True)
                 phases.append(_phase(api.pid, url, queries, clients, 0.0, closed_duration,
                                      work / "closed.json"))
+            if compare_params:
+                compare = _compare_params(api.pid, url, queries, work, clients, rate_per_client,
+                                          duration, compare_rounds)
         finally:
             api.terminate()
             api.wait(timeout=30)
@@ -187,7 +249,11 @@ def perf_api(rows: int, models: int, clients: int, rate_per_client: float, durat
               "target_p95_ms": TARGET_P95_MS, "phases": phases,
               "pareto_100k_configs_s": pareto_s, "pareto_100k_front": front,
               "meets_target": phases[0]["p95_ms"] < TARGET_P95_MS and phases[0]["errors"] == 0}
+    if compare_params:
+        result["params_compare"] = compare
     _print_table(result)
+    if compare_params:
+        _print_compare(compare)
     if json_out:
         json_out.write_text(json.dumps(result, indent=2))
         click.echo(f"wrote {json_out}", err=True)
@@ -221,3 +287,22 @@ def _print_table(result: dict[str, Any]) -> None:
     verdict = "meets" if result["meets_target"] else "MISSES"
     click.echo(f"paced p95 {result['phases'][0]['p95_ms']:.2f} ms {verdict} the target "
                f"(< {result['target_p95_ms']:g} ms, no errors)")
+
+
+def _print_compare(compare: dict[str, Any]) -> None:
+    click.echo("\nquery parameters: hand parser (catalog.params) vs FastAPI/pydantic, paced, "
+               "same queries, medians over rounds")
+    header = f"{'parser':<10}{'requests':>9}{'errors':>7}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}" \
+             f"{'API p50':>9}{'API p95':>9}{'API cpu ms/req':>15}"
+    click.echo(header)
+    click.echo("-" * len(header))
+    for parser in ("hand", "fastapi"):
+        c = compare[parser]
+        cpu = c.get("api_cpu_ms_per_request")
+        click.echo(f"{parser:<10}{c['requests']:>9}{c['errors']:>7}{c['p50_ms']:>9.2f}"
+                   f"{c['p95_ms']:>9.2f}{c['p99_ms']:>9.2f}{c['api_p50_ms']:>9.3f}"
+                   f"{c['api_p95_ms']:>9.3f}{'' if cpu is None else f'{cpu:.3f}':>15}")
+    loads = ", ".join("→".join(f"{x:.1f}" for x in r["machine_load_avg_1m"])
+                      for r in compare["rounds"])
+    click.echo(f"FastAPI − hand: p95 {compare['p95_difference_ms']:+.2f} ms, time inside the API "
+               f"p95 {compare['api_p95_difference_ms']:+.3f} ms (load avg per round: {loads})")

@@ -3,7 +3,9 @@
 Against a zero-delay local server (bench.scripted_server), a rate is sustained when the
 achieved send rate is within 2% of the target, the p99 dispatch lag is under 5 ms and no
 request fails. The rate doubles until it is not sustained, then bisects. In the same run the
-same search is made with AIPerf when it is installed (it has its own venv: `--peer-bin`).
+same search is made with AIPerf and GuideLLM when installed (`make peers-env`; `--peer-bin`).
+Then the timing error of our client beside an httpx client's, against a scripted server's
+known send times (cli/commands/perf_loadgen_timing.py): what writing bench.http saves.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ from pathlib import Path
 import click
 
 from bench.search import double_then_bisect
+from cli.commands.perf_loadgen_guidellm import find_guidellm, guidellm
 
 RATE_TOLERANCE = 0.02
+PEERS = ("aiperf", "guidellm")
 MAX_DISPATCH_LAG_MS = 5.0
 # `make peers-env` builds the peers' venv once per machine (SERVECAT_PEERS_VENV).
 PEERS_VENV = Path(os.environ.get("SERVECAT_PEERS_VENV",
@@ -139,17 +143,30 @@ def find_peer(peer_bin: str | None) -> str | None:
 @click.option("--seconds", type=float, default=3.0, show_default=True, help="Length of one probe.")
 @click.option("--arrival", type=click.Choice(["constant", "poisson"]), default="constant",
               show_default=True)
-@click.option("--peer/--no-peer", default=True, show_default=True, help="Also measure AIPerf.")
-@click.option("--peer-bin", help="The aiperf executable (default: .venv-aiperf/bin/aiperf or PATH).")
+@click.option("--peer/--no-peer", default=True, show_default=True,
+              help="Also measure the peers named by --peers.")
+@click.option("--peers", default="aiperf,guidellm", show_default=True,
+              help="Comma-separated peers to measure (from `make peers-env`).")
+@click.option("--peer-bin", help="The aiperf executable (default: the peers' venv, or PATH).")
 @click.option("--realtime", is_flag=True,
               help="Both clients at real-time priority where allowed (AIPerf through `chrt -f`).")
+@click.option("--timing-requests", type=int, default=150, show_default=True,
+              help="Timing error, ours vs httpx: requests per client per round (0 skips it).")
+@click.option("--timing-rounds", type=int, default=2, show_default=True,
+              help="Timing error: rounds, in ABBA order.")
 @click.option("--json", "json_out", type=click.Path(path_type=Path), help="Write the figures here.")
 def perf_loadgen(tokenizer: Path | None, start_rate: float, max_rate: float, steps: int,
-                 seconds: float, arrival: str, peer: bool, peer_bin: str | None, realtime: bool,
+                 seconds: float, arrival: str, peer: bool, peers: str, peer_bin: str | None,
+                 realtime: bool, timing_requests: int, timing_rounds: int,
                  json_out: Path | None) -> None:
-    """Highest sustained request rate: servecat's load generator and, side by side, AIPerf's."""
+    """Highest sustained request rate: servecat's load generator and, side by side, AIPerf's
+    and GuideLLM's; then the timing error of ours beside an httpx client's."""
     from bench.scripted_server import Scenario, scripted_server
 
+    wanted = {p.strip() for p in peers.split(",") if p.strip()} if peer else set()
+    if wanted - set(PEERS):
+        raise click.BadParameter(f"unknown peer(s) {', '.join(sorted(wanted - set(PEERS)))}; "
+                                 f"choose from {', '.join(PEERS)}", param_hint="--peers")
     if tokenizer is None:
         from engine.local_models import build_model, default_model_dir
 
@@ -164,11 +181,17 @@ def perf_loadgen(tokenizer: Path | None, start_rate: float, max_rate: float, ste
         click.echo(f"zero-delay server at {url}")
         tools: list[tuple[str, Callable]] = [
             ("servecat", ours(url, str(tokenizer), seconds, arrival, realtime))]
-        binary = find_peer(peer_bin) if peer else None
-        if peer and binary is None:
-            click.echo("AIPerf not found (pip install aiperf into its own venv, or --peer-bin)")
+        binary = find_peer(peer_bin) if "aiperf" in wanted else None
+        if "aiperf" in wanted and binary is None:
+            click.echo("AIPerf not found (`make peers-env`, or --peer-bin)")
         if binary:
             tools.append(("aiperf", aiperf(binary, url, str(tokenizer), seconds, arrival, realtime)))
+        gl_binary = find_guidellm(PEERS_VENV) if "guidellm" in wanted else None
+        if "guidellm" in wanted and gl_binary is None:
+            click.echo("GuideLLM not found (`make peers-env`)")
+        if gl_binary:
+            tools.append(("guidellm", guidellm(gl_binary, url, str(tokenizer), seconds, arrival,
+                                               realtime, sustained)))
         for name, probe in tools:
             best, probes = search(probe, start_rate, max_rate, steps, click.echo)
             results["tools"][name] = {"sustained_rate": best, "probes": probes}  # type: ignore[index]
@@ -177,9 +200,17 @@ def perf_loadgen(tokenizer: Path | None, start_rate: float, max_rate: float, ste
     for name, r in results["tools"].items():  # type: ignore[union-attr]
         click.echo(f"{name:<10}{_f(r['sustained_rate']):>18}")
     ours_rate = results["tools"]["servecat"]["sustained_rate"]  # type: ignore[index]
-    peer_rate = results["tools"].get("aiperf", {}).get("sustained_rate")  # type: ignore[union-attr]
-    if ours_rate and peer_rate:
-        click.echo(f"ratio servecat/aiperf: {ours_rate / peer_rate:.2f}")
+    for name in PEERS:
+        peer_rate = results["tools"].get(name, {}).get("sustained_rate")  # type: ignore[union-attr]
+        if ours_rate and peer_rate:
+            click.echo(f"ratio servecat/{name}: {ours_rate / peer_rate:.2f}")
+    if timing_requests > 0:
+        from cli.commands.perf_loadgen_timing import measure, print_table
+
+        click.echo("\ntiming error: servecat's client and an httpx client, same scripted server")
+        results["timing"] = measure(str(tokenizer), timing_requests, timing_rounds, realtime,
+                                    click.echo)
+        print_table(results["timing"], click.echo)  # type: ignore[arg-type]
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(results, indent=2))
