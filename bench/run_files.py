@@ -57,8 +57,11 @@ def deployment_configs(store: ParquetStore, deployment: str) -> tuple[list[dict]
 
 
 def _plain(schema: pa.Schema) -> pa.Schema:
-    """Dictionary-encoded matrix columns as plain strings, so every summary file agrees."""
+    """Dictionary-encoded matrix columns as plain strings, so every summary file agrees; a
+    column null in every matrix row (`rate` when every load is a search) as float64, since a
+    search's probes fill it."""
     return pa.schema([pa.field(f.name, f.type.value_type if pa.types.is_dictionary(f.type)
+                               else pa.float64() if pa.types.is_null(f.type)
                                else f.type) for f in schema])
 
 

@@ -264,12 +264,41 @@ def rank_probabilities(criteria: np.ndarray, score: Callable[[np.ndarray], np.nd
     return probabilities_from_scores(scores, names, top, seed)
 
 
+# Two deployments whose criteria all lie within this fraction of each other in a draw are the
+# same to a user: the capacity search brackets capacity only to its precision (10% by
+# default), and two runs of one server differ by a few percent in p99 latency from host noise
+# alone. TOPSIS turns any difference into a clear order (with two rows, scores 1 and 0), so
+# without this, two identical servers measured twice get P(#1) spread evenly over [0, 1].
+TIE_TOLERANCE = 0.10
+
+
+def share_first_place(scores: np.ndarray, criteria: np.ndarray,
+                      tolerance: float = TIE_TOLERANCE) -> np.ndarray:
+    """SCORES (B, D) with each draw's rows practically equal to its winner — every criterion of
+    CRITERIA (B, D, K) within TOLERANCE (relative) of the winner's — given the winner's score,
+    so that they share first place in probabilities_from_scores' random tie break."""
+    scores = np.asarray(scores, dtype=float).copy()
+    if not scores.size:
+        return scores
+    safe = np.nan_to_num(scores, nan=-np.inf)
+    best = safe.argmax(axis=1)
+    b = np.arange(len(scores))
+    top = criteria[b, best][:, None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.maximum(np.abs(criteria), np.abs(top))
+        close = np.where(scale > 0, np.abs(criteria - top) / scale, 0.0) <= tolerance
+    same = close.all(axis=2) & np.isfinite(safe)
+    scores[same] = np.repeat(scores[b, best][:, None], scores.shape[1], axis=1)[same]
+    return scores
+
+
 def probabilities_from_scores(scores: np.ndarray, names: Sequence[str] | None = None,
                               top: int = 3,
                               seed: int | np.random.Generator | None = 0) -> pd.DataFrame:
     """P(rank 1), P(rank <= TOP) and mean rank per deployment from (B, D) scores, higher better.
 
-    A NaN score ranks last in its draw; ties break at random, so identical deployments share.
+    A NaN score ranks last in its draw; ties break at random, so identical deployments share
+    (and, through share_first_place, practically equal ones).
     """
     scores = np.nan_to_num(np.asarray(scores, dtype=float), nan=-np.inf)
     b, d = scores.shape

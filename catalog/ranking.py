@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from catalog.confidence import probabilities_from_scores, rng_of
+from catalog.confidence import probabilities_from_scores, rng_of, share_first_place
 from catalog.config import Profile
 from catalog.pareto import pareto_mask
 from catalog.topsis import topsis_batch
@@ -60,8 +60,9 @@ def rank_deployments(table: pd.DataFrame, draws: np.ndarray | None,
         rank[rows[order]] = np.arange(1, len(rows) + 1)
         pareto[rows] = pareto_mask(front[rows], list(PARETO_CRITERIA.values()))
         if draws is not None:
-            probs = probabilities_from_scores(
-                topsis_batch(draws[rows][..., use].transpose(1, 0, 2), mx, w), top=TOP, seed=rng)
+            crit = draws[rows][..., use].transpose(1, 0, 2)  # (B, D, K)
+            scores = share_first_place(topsis_batch(crit, mx, w), crit[..., w > 0])
+            probs = probabilities_from_scores(scores, top=TOP, seed=rng)
             p_first[rows] = probs["p_first"].to_numpy()
             p_top[rows] = probs[f"p_top{TOP}"].to_numpy()
             mean_rank[rows] = probs["mean_rank"].to_numpy()

@@ -141,3 +141,27 @@ def test_a_clearly_better_deployment_is_first_with_high_probability():
     out = out.set_index("deployment")
     assert out.loc["a", "p_first"] > 0.9
     assert out.loc["a", "p_top3"] > 0.99 and out.loc["e", "p_top3"] < 0.05
+
+
+def test_practically_equal_deployments_share_first_place():
+    """Two runs of one server differ by host noise only: TOPSIS still orders them 1 and 0 in
+    every draw, so without a tolerance one 'wins' nearly every draw on a 3% TPOT difference."""
+    from catalog.confidence import TIE_TOLERANCE, probabilities_from_scores, share_first_place
+    from catalog.topsis import topsis_batch
+
+    rng = np.random.default_rng(3)
+    b = 400
+    capacity = rng.normal(22.0, 0.3, (b, 2))
+    tpot = np.column_stack([rng.normal(10.2, 0.1, b), rng.normal(10.5, 0.1, b)])
+    crit = np.stack([capacity, tpot], axis=2)  # (B, D, K)
+    scores = topsis_batch(crit, [True, False], [1.0, 1.0])
+    raw = probabilities_from_scores(scores, seed=1)
+    assert raw["p_first"].max() > 0.8  # the noise decides
+    shared = probabilities_from_scores(share_first_place(scores, crit), seed=1)
+    assert shared["p_first"].between(0.4, 0.6).all() and shared["p_first"].sum() == 1.0
+    # A difference past the tolerance still decides.
+    better = crit.copy()
+    better[:, 0, 0] *= 1 + 2 * TIE_TOLERANCE
+    out = probabilities_from_scores(
+        share_first_place(topsis_batch(better, [True, False], [1.0, 1.0]), better), seed=1)
+    assert out["p_first"][0] > 0.95
