@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "perf": "cli.commands.perf:perf",
     "quality": "cli.commands.quality:quality",
     "results": "cli.commands.results:results",
+    "estimate": "cli.commands.estimate:estimate",
     "demo": "cli.commands.demo:demo",
 }
 

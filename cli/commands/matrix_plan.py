@@ -21,7 +21,12 @@ from servecat.errors import SpecError
               help="Result store whose summary rows give measured durations "
                    "(default $SERVECAT_STORE or .servecat/store).")
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
-def plan_cmd(spec: Path, fleet_path: Path | None, store: str | None, as_json: bool) -> None:
+@click.option("--budget", type=click.IntRange(min=1), default=None,
+              help="Also print the N unmeasured deployments to measure first: those most likely "
+                   "to enter a profile's top 3 (from the calibrated estimates' intervals), "
+                   "with their GPU-hours and $.")
+def plan_cmd(spec: Path, fleet_path: Path | None, store: str | None, as_json: bool,
+             budget: int | None) -> None:
     """GPU-hours, $ on-demand and spot, and wall time on the fleet to measure SPEC's matrix."""
     from bench.matrix import expand_file
     from bench.plan import plan
@@ -36,37 +41,50 @@ def plan_cmd(spec: Path, fleet_path: Path | None, store: str | None, as_json: bo
     except SpecError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from None
     root = store or os.environ.get("SERVECAT_STORE", ".servecat/store")
-    result = plan(exp.spec.name, exp.configs, measured_durations(root), table, fleet)
+    durations = measured_durations(root)
+    result = plan(exp.spec.name, exp.configs, durations, table, fleet)
+    order = (measure_first(exp.configs, durations, table, root, budget)
+             if budget is not None else None)
     elapsed = time.perf_counter() - started
     if as_json:
-        click.echo(json.dumps(result.to_dict() | {"store": root, "elapsed_s": round(elapsed, 2)},
-                              indent=2))
+        extra = {} if order is None else {"measure_first": order.to_dict("records")}
+        click.echo(json.dumps(result.to_dict() | extra
+                              | {"store": root, "elapsed_s": round(elapsed, 2)}, indent=2))
         return
     click.echo(as_table(result))
+    if order is not None:
+        click.echo("\n" + order_table(order, budget))
     click.echo(f"\n{result.assumptions.describe()}\nmeasured durations from {root}; "
                f"planned in {elapsed:.1f} s")
 
 
-def measured_durations(root: str):
-    """Summary rows of the store at ROOT that have a duration: config_id, deployment, wall_s
-    (and target_cold_start_s when targets reported it); empty when nothing is measured yet."""
+def store_summary(root: str):
+    """Every summary row of the store at ROOT (a folder or s3://), empty when there is none."""
     import duckdb
     import pandas as pd
 
     from resources.store import ResultStore
 
-    empty = pd.DataFrame({"config_id": [], "deployment": [], "wall_s": []})
     store = ResultStore(root=root, s3_endpoint_url=os.environ.get("SERVECAT_S3_ENDPOINT_URL", ""),
                         s3_region=os.environ.get("AWS_REGION", "us-east-1"))
     if not store.list("runs/summary/"):
-        return empty
+        return pd.DataFrame()
     con = duckdb.connect()
     if store.is_s3:
         from resources.warehouse import configure_s3
 
         configure_s3(con, store)
-    rows = con.execute(f"SELECT * FROM read_parquet('{store.uri('runs/summary/*/*.parquet')}', "
+    return con.execute(f"SELECT * FROM read_parquet('{store.uri('runs/summary/*/*.parquet')}', "
                        f"union_by_name = true, hive_partitioning = false)").df()
+
+
+def measured_durations(root: str):
+    """Summary rows of the store at ROOT that have a duration: config_id, deployment, wall_s
+    (and target_cold_start_s when targets reported it); empty when nothing is measured yet."""
+    import pandas as pd
+
+    empty = pd.DataFrame({"config_id": [], "deployment": [], "wall_s": []})
+    rows = store_summary(root)
     if "wall_s" not in rows or "status" not in rows:
         return empty
     keep = [c for c in ("config_id", "deployment", "wall_s", "target_cold_start_s") if c in rows]
@@ -89,3 +107,48 @@ def as_table(result) -> str:
                      f"{p.usd_spot:>12,.0f}{p.usd_fleet:>12,.0f}{wall:>22}")
     notes = [f"{p.pool}: {p.why}" for p in [*result.pools, result.total] if p.why]
     return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def measure_first(configs, durations, table, root: str, budget: int):
+    """The BUDGET unmeasured deployments most likely to enter a profile's top 3 (calibrated on
+    the store at ROOT), each with its GPU-hours and $ on-demand and the running totals."""
+    from bench.plan import Assumptions, deployment_hours
+    from catalog.estimates import estimates_table
+    from catalog.measure_order import candidates, priorities
+    from cli.commands.estimate import HARDWARE, measured_points_of, summary_rows
+    from servecat.profiles import load_profiles
+
+    profiles = load_profiles()
+    points = measured_points_of(root, profiles)
+    est = estimates_table(configs, points, table, profiles)
+    measured = None
+    if points is not None:
+        from catalog.recommend import build_deployments
+
+        measured = build_deployments(summary_rows(root), None, HARDWARE, profiles).deployments
+    order = priorities(candidates(est, measured), profiles).head(budget)
+    hours = deployment_hours(configs, durations, table, Assumptions())
+    price = {n: h.on_demand_usd_per_hour for n, h in table.items()}
+    per = hours.loc[order["deployment"]]
+    order["gpu_hours"] = (per["hours"] * per["gpu_count"]).to_numpy(float)
+    order["usd_on_demand"] = order["gpu_hours"] * per["hardware"].map(price).to_numpy(float)
+    order["cum_gpu_hours"] = order["gpu_hours"].cumsum()
+    order["cum_usd_on_demand"] = order["usd_on_demand"].cumsum()
+    order.attrs["calibrated_on"] = 0 if points is None else int(points["capacity_rps"].notna().sum())
+    return order
+
+
+def order_table(order, budget: int) -> str:
+    """The measure-first order as a terminal table."""
+    lines = [f"measure first (budget {budget}; of the unmeasured deployments, highest estimated "
+             f"P(top 3) in some model x length profile x profile first; estimates calibrated "
+             f"on {order.attrs.get('calibrated_on', 0)} measured rows)", "",
+             f"{'#':>3}  {'deployment':<44}{'P(top3)':>8}  {'for':<36}{'GPU-h':>9}{'$':>10}"
+             f"{'cum GPU-h':>11}{'cum $':>10}"]
+    for i, r in enumerate(order.itertuples(), 1):
+        lines.append(f"{i:>3}  {r.deployment:<44}{r.p_top3:>8.2f}  {r.group:<36}"
+                     f"{r.gpu_hours:>9.2f}{r.usd_on_demand:>10.2f}{r.cum_gpu_hours:>11.2f}"
+                     f"{r.cum_usd_on_demand:>10.2f}")
+    if len(order) < budget:
+        lines.append(f"(only {len(order)} unmeasured deployments)")
+    return "\n".join(lines)

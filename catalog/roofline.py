@@ -1,0 +1,330 @@
+"""A physical estimate of a deployment × length profile × profile that nobody measured: the
+roofline of its hardware, its weights and KV cache at its quantization, and its engine args.
+
+Per step, a decode of n sequences reads the weights plus their KV cache from memory and does
+2 x parameters FLOPs per sequence: whichever is slower at the stated efficiencies of the
+hardware's memory bandwidth and bf16 peak. A prompt of I tokens is prefilled in
+ceil(I / max_num_batched_tokens) chunks, each a step that reads the weights and does 2 x
+parameters x chunk FLOPs. The memory left beside the weights holds the KV cache: the
+concurrency it holds (and max_num_seqs) bounds the batch.
+
+Under a Poisson rate λ of requests with I input and O output tokens (the length profile's
+means), the batch is n = λ · O · TPOT (Little's law), the prefills take a share ρ = λ · prefill
+of the engine's time, a request's TPOT is the decode step plus the prefill stalls of the
+requests that arrive while it decodes (a Poisson count, read at its median for p50 and at its
+99th percentile for p99), and its TTFT is its own prefill plus an M/M/1 wait behind the others'.
+The capacity under a profile is the highest λ whose p99 TTFT and TPOT meet its SLO
+(servecat.slo's rule on estimated p99s) with a batch the engine and the memory hold. A row whose
+load is a closed loop (`load: concurrency`, as a concurrency search measures it) is estimated as
+one: c clients, a batch of min(c, slots), throughput X = c / (TTFT + O x TPOT), and its capacity
+is X at the most clients (up to the search's top) that meet the SLO.
+
+Pure numpy, vectorised over rows: thousands of configs in well under a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+from servecat.engines import KV_BYTES, WEIGHT_BYTES
+from servecat.hardware import Hardware
+from servecat.profiles import Profile
+from servecat.slo import Slo
+
+# Standard normal quantiles used for the Poisson quantiles (Cornish-Fisher, below).
+Z50, Z99 = 0.0, 2.326348
+# Bisection steps over log λ: 2^-60 of 12 decades, far finer than any measurement.
+STEPS = 60
+# What an estimate reports per row (the metric columns calibration.py corrects).
+METRICS = ("capacity_rps", "output_tokens_per_s", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms",
+           "tpot_p99_ms")
+NEEDED = ("deployment", "model", "parameters", "layers", "kv_heads", "head_dim", "hardware",
+          "gpu_count", "quantization", "max_num_seqs", "max_num_batched_tokens", "lengths",
+          "input_tokens", "output_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class Assumptions:
+    """The efficiencies the roofline runs at and the memory it may fill: stated beside every
+    estimate, since the figures scale with them."""
+
+    bandwidth_efficiency: float = 0.6  # share of memory bandwidth a decode step reaches
+    compute_efficiency: float = 0.4    # share of the bf16 peak a prefill chunk reaches
+    memory_utilization: float = 0.9    # share of memory the engine may fill (weights + KV)
+
+    def describe(self) -> str:
+        return (f"roofline: decode reads weights (at the quantization's bytes) + the batch's KV "
+                f"cache at {self.bandwidth_efficiency:.0%} of memory bandwidth, or does 2 x "
+                f"params FLOPs per sequence at {self.compute_efficiency:.0%} of bf16 peak, "
+                f"whichever is slower; prefill in max_num_batched_tokens chunks, each reading "
+                f"the weights or doing 2 x params x tokens FLOPs; KV cache in "
+                f"{self.memory_utilization:.0%} of memory minus weights; Poisson arrivals, "
+                f"batch by Little's law, TTFT wait M/M/1 (a closed loop of c clients: "
+                f"throughput min(c / cycle, 1 / engine time)); no framework overhead")
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"text": self.describe()}
+
+
+def _poisson_quantile(mean: np.ndarray, z: float) -> np.ndarray:
+    """The Poisson quantile at normal quantile Z (Cornish-Fisher; exact enough for a stall
+    count, and 0 for a mean of 0)."""
+    q = mean + z * np.sqrt(mean) + (z * z - 1.0) / 6.0
+    return np.where(mean > 0, np.maximum(np.round(q), 0.0), 0.0)
+
+
+@dataclass(frozen=True, slots=True)
+class Physics:
+    """Per row: the quantities every load level shares (seconds, bytes, FLOP/s)."""
+
+    weights: np.ndarray        # bytes
+    kv_token: np.ndarray       # bytes of KV cache per token
+    bandwidth: np.ndarray      # bytes/s reached
+    flops: np.ndarray          # FLOP/s reached
+    params: np.ndarray
+    inp: np.ndarray
+    out: np.ndarray
+    chunks: np.ndarray         # prefill steps per prompt
+    prefill_s: np.ndarray      # one prompt's prefill
+    kv_concurrency: np.ndarray  # sequences the KV memory holds at I + O tokens
+    slots: np.ndarray          # the batch the engine runs: min(max_num_seqs, kv_concurrency)
+
+    def decode_s(self, n: np.ndarray) -> np.ndarray:
+        """One decode step of N sequences, each halfway through its output."""
+        n = np.maximum(n, 1.0)
+        read = (self.weights + n * (self.inp + self.out / 2.0) * self.kv_token) / self.bandwidth
+        return np.maximum(read, 2.0 * self.params * n / self.flops)
+
+
+def physics(rows: pd.DataFrame, hardware: Mapping[str, Hardware], a: Assumptions) -> Physics:
+    """The roofline quantities of ROWS (configs: NEEDED columns)."""
+    missing = [c for c in NEEDED if c not in rows]
+    if missing:
+        raise ValueError(f"estimate: configs lack column(s) {', '.join(missing)}")
+    unknown = sorted(set(rows["hardware"].astype(str)) - set(hardware))
+    if unknown:
+        raise ValueError(f"estimate: hardware {', '.join(unknown)} not in the hardware table")
+    quant = rows["quantization"].astype(str)
+    bad = sorted(set(quant) - set(WEIGHT_BYTES))
+    if bad:
+        raise ValueError(f"estimate: unknown quantization {', '.join(bad)}")
+    hw = rows["hardware"].astype(str)
+    gpus = _num(rows, "gpu_count", 1.0)
+    mem = hw.map({n: h.memory_gb for n, h in hardware.items()}).to_numpy(float) * 1e9 * gpus
+    bw = hw.map({n: h.memory_bandwidth_gbps for n, h in hardware.items()}).to_numpy(float)
+    peak = hw.map({n: h.peak_bf16_tflops for n, h in hardware.items()}).to_numpy(float)
+    params = _num(rows, "parameters", np.nan)
+    weights = params * quant.map(WEIGHT_BYTES).to_numpy(float)
+    kv_token = (2.0 * _num(rows, "layers", np.nan) * _num(rows, "kv_heads", np.nan)
+                * _num(rows, "head_dim", np.nan) * quant.map(KV_BYTES).to_numpy(float))
+    bandwidth = bw * 1e9 * gpus * a.bandwidth_efficiency
+    flops = peak * 1e12 * gpus * a.compute_efficiency
+    inp = np.maximum(_num(rows, "input_tokens", 1.0), 1.0)
+    out = np.maximum(_num(rows, "output_tokens", 1.0), 1.0)
+    budget = _num(rows, "max_num_batched_tokens", np.nan)
+    chunk = np.where(np.isfinite(budget), np.minimum(budget, inp), inp)
+    chunks = np.ceil(inp / chunk)
+    prefill = chunks * np.maximum(weights / bandwidth, 2.0 * params * chunk / flops)
+    kv_conc = np.floor(np.maximum(mem * a.memory_utilization - weights, 0.0)
+                       / (kv_token * (inp + out)))
+    seqs = _num(rows, "max_num_seqs", np.inf)
+    cap = _num(rows, "max_concurrency", np.inf) if "max_concurrency" in rows else np.inf
+    slots = np.minimum(np.minimum(np.where(np.isfinite(seqs), seqs, np.inf), kv_conc),
+                       np.where(np.isfinite(cap), cap, np.inf))
+    return Physics(weights, kv_token, bandwidth, flops, params, inp, out, chunks, prefill,
+                   kv_conc, slots)
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """The estimated figures of every row at its own rate (requests/s)."""
+
+    rate: np.ndarray
+    batch: np.ndarray
+    stable: np.ndarray  # prefill share < 1 and the batch fits the engine's slots
+    ttft_p50_s: np.ndarray
+    ttft_p99_s: np.ndarray
+    tpot_p50_s: np.ndarray
+    tpot_p99_s: np.ndarray
+
+
+def at_rate(ph: Physics, rate: np.ndarray, iterations: int = 40) -> Level:
+    """The estimated latencies of every row at RATE: the batch from Little's law by fixed point."""
+    rate = np.asarray(rate, float)
+    rho = rate * ph.prefill_s
+    free = np.clip(1.0 - rho, 1e-9, None)
+    batch = np.maximum(rate * ph.out * ph.decode_s(np.ones_like(rate)), 0.0)
+    for _ in range(iterations):  # n = λ·O·TPOT(n): a contraction below saturation
+        batch = np.minimum(rate * ph.out * ph.decode_s(batch) / free, ph.slots * 4.0 + 4.0)
+    step = ph.decode_s(batch)
+    # Prompts that arrive while a request decodes stall it for their prefill chunks.
+    arrivals = rate * ph.out * step / free
+    stall = ph.prefill_s / ph.out
+    tpot50 = step + _poisson_quantile(arrivals, Z50) * stall
+    tpot99 = step + _poisson_quantile(arrivals, Z99) * stall
+    # Its own prefill (chunks interleaved with the decode steps) plus an M/M/1 wait.
+    own = ph.chunks * np.maximum(ph.prefill_s / ph.chunks, step) + step / 2.0
+    ttft50, ttft99 = own + _wait(ph.prefill_s, rho, 0.5), own + _wait(ph.prefill_s, rho, 0.99)
+    stable = (rho < 1.0) & (batch <= ph.slots)
+    return Level(rate, batch, stable, ttft50, ttft99, tpot50, tpot99)
+
+
+def _wait(service_s: np.ndarray, rho: np.ndarray, p: float) -> np.ndarray:
+    """The P-quantile of an M/M/1 queue's wait: P(W > t) = ρ e^(-(1-ρ) t / s), 0 below 1 - ρ."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = service_s * np.log(np.maximum(rho, 1e-12) / (1.0 - p)) / np.clip(1.0 - rho, 1e-9, None)
+    return np.where(rho > 1.0 - p, t, 0.0)
+
+
+def capacity(ph: Physics, slo: Slo) -> tuple[np.ndarray, Level]:
+    """The highest rate per row whose estimated p99s meet SLO on a batch the engine holds (0
+    where even the lightest load misses it), and the level there."""
+    n = len(ph.params)
+    lo, hi = np.full(n, -6.0), np.log10(np.maximum(1.0 / ph.prefill_s, 1e-6))
+
+    def ok(log_rate: np.ndarray) -> np.ndarray:
+        lv = at_rate(ph, 10.0 ** log_rate)
+        return (lv.stable & (lv.ttft_p99_s * 1e3 <= slo.ttft_p99_ms)
+                & (lv.tpot_p99_s * 1e3 <= slo.tpot_p99_ms))
+
+    held_lo = ok(lo)
+    for _ in range(STEPS):
+        mid = (lo + hi) / 2.0
+        good = ok(mid)
+        lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
+    rate = np.where(held_lo, 10.0 ** lo, 0.0)
+    return rate, at_rate(ph, np.where(held_lo, rate, 10.0 ** -6))
+
+
+def at_clients(ph: Physics, clients: np.ndarray) -> Level:
+    """The estimated figures of every row under a closed loop of CLIENTS (a client sends its
+    next request when its last ends), by the asymptotic bounds of a closed queue: throughput
+    X = min(clients / cycle, 1 / demand), the cycle a request's own prefill and O decode steps
+    of a batch of min(clients, slots), the demand its engine time (its prefill and its share of
+    the steps). Clients beyond what the engine serves wait for their first token."""
+    clients = np.maximum(np.asarray(clients, float), 1.0)
+    batch = np.minimum(clients, ph.slots)
+    step = ph.decode_s(batch)
+    own = ph.chunks * np.maximum(ph.prefill_s / ph.chunks, step) + step / 2.0
+    cycle = own + ph.out * step
+    demand = ph.prefill_s + ph.out * step / batch
+    rate = np.minimum(clients / cycle, 1.0 / demand)
+    rho = np.clip(rate * ph.prefill_s, 0.0, 0.95)
+    tpot = step / (1.0 - rho)  # decode steps wait while prompts are prefilled
+    ttft = np.maximum(clients / rate - ph.out * tpot, own)
+    stall = ph.prefill_s / ph.out
+    arrivals = rate * ph.out * tpot
+    others = clients - 1.0  # a client's own prompts never stall it: only the others' do
+
+    def count(mean: np.ndarray, z: float) -> np.ndarray:
+        return np.minimum(_poisson_quantile(mean, z), others)
+
+    ahead = count(rate * ttft, Z99) * ph.prefill_s  # prompts that land first
+    return Level(rate, batch, np.ones(len(rate), bool), ttft, ttft + ahead,
+                 step + count(arrivals, Z50) * stall, step + count(arrivals, Z99) * stall)
+
+
+def capacity_closed(ph: Physics, slo: Slo, max_clients: np.ndarray) -> tuple[np.ndarray, Level]:
+    """The throughput at the most clients (up to MAX_CLIENTS, as a closed-loop search) whose
+    estimated p99s meet SLO (0 where one client misses it), and the level there."""
+    def ok(c: np.ndarray) -> np.ndarray:
+        lv = at_clients(ph, c)
+        return (lv.ttft_p99_s * 1e3 <= slo.ttft_p99_ms) & (lv.tpot_p99_s * 1e3 <= slo.tpot_p99_ms)
+
+    lo, hi = np.zeros(len(ph.params)), np.log2(np.maximum(max_clients, 1.0))
+    held_lo = ok(2.0 ** lo)
+    top = ok(2.0 ** hi)
+    for _ in range(STEPS):
+        mid = (lo + hi) / 2.0
+        good = ok(2.0 ** mid)
+        lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
+    clients = np.where(top, 2.0 ** np.log2(np.maximum(max_clients, 1.0)), 2.0 ** lo)
+    op = at_clients(ph, clients)
+    return np.where(held_lo, op.rate, 0.0), op
+
+
+def limiting(ph: Physics, rate: np.ndarray, slo: Slo) -> np.ndarray:
+    """What stops each row just above its capacity: the SLO it misses first, or saturation."""
+    above = at_rate(ph, np.maximum(rate, 1e-6) * 1.02)
+    return np.select(
+        [~(above.batch <= ph.slots) & (ph.slots >= ph.kv_concurrency),
+         ~(above.batch <= ph.slots), ~(ph.prefill_s * above.rate < 1.0),
+         above.tpot_p99_s * 1e3 > slo.tpot_p99_ms, above.ttft_p99_s * 1e3 > slo.ttft_p99_ms],
+        ["kv cache memory", "max_num_seqs", "prefill compute", "tpot_p99", "ttft_p99"],
+        "none")
+
+
+def _closed_limit(op: Level, slo: Slo) -> np.ndarray:
+    """What stops a closed loop's clients: the SLO its operating point sits on, else none did
+    up to the search's most clients."""
+    return np.select([op.tpot_p99_s * 1e3 >= 0.98 * slo.tpot_p99_ms,
+                      op.ttft_p99_s * 1e3 >= 0.98 * slo.ttft_p99_ms],
+                     ["tpot_p99", "ttft_p99"], "most clients searched")
+
+
+def estimate(rows: pd.DataFrame, hardware: Mapping[str, Hardware], profiles: Sequence[Profile],
+             a: Assumptions | None = None) -> pd.DataFrame:
+    """One row per ROWS row × profile: the roofline's capacity and operating point, its batch,
+    KV concurrency and what limits it, each metric in METRICS (ms, req/s, tokens/s)."""
+    a = a or Assumptions()
+    rows = rows.reset_index(drop=True)
+    ph = physics(rows, hardware, a)
+    idle = at_rate(ph, np.full(len(rows), 1e-6))
+    closed = (rows["load"].astype(str).to_numpy() == "concurrency" if "load" in rows
+              else np.zeros(len(rows), bool))
+    # A closed loop's clients: its search's top, else its own concurrency, else the slots.
+    max_clients = np.where(np.isfinite(_num(rows, "search_max", np.nan)),
+                           _num(rows, "search_max", np.nan), _num(rows, "concurrency", np.nan))
+    max_clients = np.where(np.isfinite(max_clients), max_clients,
+                           np.where(np.isfinite(ph.slots), ph.slots, 256.0))
+    price = rows["hardware"].astype(str).map(
+        {n: h.on_demand_usd_per_hour for n, h in hardware.items()}).to_numpy(float)
+    gpus = _num(rows, "gpu_count", 1.0)
+    keep = [c for c in (*NEEDED, "engine", "hardware_key", "tensor_parallel_size")
+            if c in rows]
+    frames = []
+    for profile in profiles:
+        slo = Slo.of(profile)
+        rate, op = capacity(ph, slo)
+        if closed.any():  # rows measured by a closed loop are estimated as one
+            c_rate, c_op = capacity_closed(ph, slo, max_clients)
+            rate = np.where(closed, c_rate, rate)
+            op = Level(*(np.where(closed, getattr(c_op, f), getattr(op, f))
+                         for f in Level.__slots__))
+        tps = rate * ph.out
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cost = np.where(tps > 0, price * gpus / (tps * 3600.0) * 1e6, np.nan)
+        none = rate <= 0
+        frame = rows[keep].copy()
+        frame["profile"] = profile.name
+        frame["capacity_rps"] = rate
+        frame["capacity_concurrency"] = np.where(none, 0.0, op.batch)
+        frame["capacity_status"] = np.where(none, "none", "estimated")
+        frame["capacity_limiting"] = np.where(
+            none, "slo at the lightest load",
+            np.where(closed, _closed_limit(op, slo), limiting(ph, rate, slo)))
+        frame["output_tokens_per_s"] = tps
+        frame["output_tokens_per_s_per_gpu"] = tps / gpus
+        for name, values in (("ttft_p50_ms", op.ttft_p50_s), ("ttft_p99_ms", op.ttft_p99_s),
+                             ("tpot_p50_ms", op.tpot_p50_s), ("tpot_p99_ms", op.tpot_p99_s)):
+            frame[name] = np.where(none, np.nan, values * 1e3)
+        frame["cost_per_mtok_on_demand"] = cost
+        frame["idle_ttft_ms"], frame["idle_tpot_ms"] = idle.ttft_p50_s * 1e3, idle.tpot_p50_s * 1e3
+        frame["weights_gb_at_quant"] = ph.weights / 1e9
+        frame["kv_concurrency"] = ph.kv_concurrency
+        frame["prefill_ms"] = ph.prefill_s * 1e3
+        frames.append(frame)
+    out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=keep)
+    out.attrs["assumptions"] = a.to_dict()
+    return out
+
+
+def _num(frame: pd.DataFrame, name: str, default: float) -> np.ndarray:
+    if name not in frame:
+        return np.full(len(frame), default)
+    values = pd.to_numeric(frame[name], errors="coerce").to_numpy(float, na_value=np.nan)
+    return np.where(np.isnan(values), default, values)
