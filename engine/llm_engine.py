@@ -10,6 +10,7 @@ import torch
 
 from engine.block_manager import BlockManager
 from engine.config import DTYPE_ALIASES, DTYPES, WEIGHT_QUANTIZATIONS, EngineConfig
+from engine.detokenize import detokenize, fast_decode, visible
 from engine.logprobs import TokenLogprob
 from engine.metrics import EngineMetrics
 from engine.model import CausalLM
@@ -34,6 +35,23 @@ class StepOutput:
     text: str  # new text that can be shown (held back while it may start a stop string)
     finished: bool
     logprob: TokenLogprob | None = None  # the new token's, when the request asked
+
+
+def check_request(prompt_ids: list[int], params: SamplingParams, max_model_len: int,
+                  vocab_size: int) -> None:
+    """Raise RequestError for what no step could serve: too long, bad ids or settings."""
+    if not prompt_ids:
+        raise RequestError("the prompt is empty")
+    if len(prompt_ids) >= max_model_len:
+        raise RequestError(
+            f"This model's maximum context length is {max_model_len} tokens. However, "
+            f"your prompt has {len(prompt_ids)} tokens; it must be shorter to leave room "
+            f"for at least one generated token.")
+    if any(not 0 <= t < vocab_size for t in prompt_ids):
+        raise RequestError(f"prompt token ids must be in [0, {vocab_size})")
+    problem = params.problem()
+    if problem:
+        raise RequestError(problem)
 
 
 def resolve(config: EngineConfig) -> tuple[torch.device, str, str | None]:
@@ -87,10 +105,9 @@ class LLMEngine:
         self.eos_token_ids = set(spec.eos_token_ids)
         self.metrics = EngineMetrics(str(config.model))
         self.requests: dict[str, Sequence] = {}
-        backend = getattr(self.tokenizer, "_tokenizer", None)
-        self._decode = (backend.decode if backend is not None
-                        else lambda ids, skip_special_tokens: self.tokenizer.decode(
-                            ids, skip_special_tokens=skip_special_tokens))
+        self._decode = fast_decode(self.tokenizer)
+        # Off when an engine core serves it: the server's front detokenizes (engine/core.py).
+        self.detokenize = True
 
     # --- requests -------------------------------------------------------------------------
     def validate(self, prompt_ids: list[int], params: SamplingParams) -> None:
@@ -99,19 +116,7 @@ class LLMEngine:
         The one check of a request's own fault; the async front calls it on the caller's
         thread so a bad request is refused there and never reaches the step loop.
         """
-        if not prompt_ids:
-            raise RequestError("the prompt is empty")
-        if len(prompt_ids) >= self.max_model_len:
-            raise RequestError(
-                f"This model's maximum context length is {self.max_model_len} tokens. However, "
-                f"your prompt has {len(prompt_ids)} tokens; it must be shorter to leave room "
-                f"for at least one generated token.")
-        vocab = self.model.spec.vocab_size
-        if any(not 0 <= t < vocab for t in prompt_ids):
-            raise RequestError(f"prompt token ids must be in [0, {vocab})")
-        problem = params.problem()
-        if problem:
-            raise RequestError(problem)
+        check_request(prompt_ids, params, self.max_model_len, self.model.spec.vocab_size)
 
     def add_request(self, request_id: str, prompt_ids: list[int],
                     params: SamplingParams) -> Sequence:
@@ -179,38 +184,25 @@ class LLMEngine:
             reason = "stop"
         elif seq.num_output_tokens >= p.max_tokens or len(seq) >= self.max_model_len:
             reason = "length"
-        if self._detokenize(seq):  # special tokens (EOS) decode to nothing
-            reason = "stop"
+        if self.detokenize and self._detokenize(seq, final=reason is not None):
+            reason = "stop"  # a stop string (special tokens such as EOS decode to nothing)
         if reason is not None:
             self.scheduler.finish(seq, reason)
             self.requests.pop(seq.request_id, None)
             self._record_finish(seq)
         return StepOutput(seq, token, self.visible_text(seq), reason is not None, logprob)
 
-    def _detokenize(self, seq: Sequence) -> bool:
-        """Extend seq.text with the new token; True if a stop string ended the output."""
-        out = seq.output_ids
-        prefix = self._decode(out[seq.prefix_offset:seq.read_offset], skip_special_tokens=True)
-        full = self._decode(out[seq.prefix_offset:], skip_special_tokens=True)
-        if len(full) <= len(prefix) or full.endswith("\ufffd"):
-            return False  # an incomplete UTF-8 sequence: wait for more tokens
-        delta = full[len(prefix):]
-        seq.prefix_offset, seq.read_offset = seq.read_offset, len(out)
-        start = max(0, len(seq.text) - max((len(s) for s in seq.params.stop), default=0))
-        seq.text += delta
-        for stop in seq.params.stop:
-            i = seq.text.find(stop, start)
-            if i != -1:
-                seq.text = seq.text[:i]
-                return True
-        return False
+    def _detokenize(self, seq: Sequence, final: bool = False) -> bool:
+        """Extend seq.text with the new token; True if a stop string ended the output.
+
+        FINAL (the request's last token): flush text held back for an incomplete UTF-8
+        sequence, so a request that ends on one still returns all of its text.
+        """
+        return detokenize(self._decode, seq, seq.output_ids, seq.params.stop, final)
 
     def visible_text(self, seq: Sequence) -> str:
         """Output text safe to show: while running, hold back what could begin a stop string."""
-        if seq.is_finished or not seq.params.stop:
-            return seq.text
-        hold = max(len(s) for s in seq.params.stop) - 1
-        return seq.text[:len(seq.text) - hold] if hold else seq.text
+        return visible(seq.text, seq.params.stop, seq.is_finished)
 
     def _record_finish(self, seq: Sequence) -> None:
         m = self.metrics

@@ -23,7 +23,11 @@ class Histogram:
 
 
 class EngineMetrics:
-    """Counters, gauges and histograms the engine loop updates; `render` writes the text format."""
+    """Counters, gauges and histograms; `render` writes the text format.
+
+    The engine updates its own (offline use); a server's are counted by its front from each
+    request's arrival at the HTTP server, as vLLM's are, with the core's gauges beside them.
+    """
 
     COUNTERS = {
         "prompt_tokens": "Number of prefill tokens processed.",
@@ -57,6 +61,39 @@ class EngineMetrics:
     def add(self, name: str, value: int = 1) -> None:
         with self.lock:
             self.counters[name] += value
+
+    # --- what the server's front counts (engine/async_engine.py) ------------------------
+    def set_core(self, stats) -> None:
+        """The engine core's gauges and counters (an engine.core.CoreStats)."""
+        with self.lock:
+            self.running, self.waiting, self.kv_usage = stats.running, stats.waiting, stats.kv_usage
+            self.counters["num_preemptions"] = stats.num_preemptions
+            self.counters["prefix_cache_queries"] = stats.prefix_cache_queries
+            self.counters["prefix_cache_hits"] = stats.prefix_cache_hits
+
+    def first_token(self, ttft: float, queue_time: float | None, prompt_tokens: int) -> None:
+        with self.lock:
+            self.histograms["time_to_first_token_seconds"].observe(ttft)
+            if queue_time is not None:
+                self.histograms["request_queue_time_seconds"].observe(queue_time)
+            self.counters["prompt_tokens"] += prompt_tokens
+            self.counters["generation_tokens"] += 1
+
+    def next_token(self, itl: float) -> None:
+        with self.lock:
+            self.histograms["inter_token_latency_seconds"].observe(itl)
+            self.counters["generation_tokens"] += 1
+
+    def finished(self, reason: str, e2e: float, tpot: float | None) -> None:
+        with self.lock:
+            self.success[reason] = self.success.get(reason, 0) + 1
+            self.histograms["e2e_request_latency_seconds"].observe(e2e)
+            if tpot is not None:
+                self.histograms["time_per_output_token_seconds"].observe(tpot)
+
+    def count_finish(self, reason: str) -> None:
+        with self.lock:
+            self.success[reason] = self.success.get(reason, 0) + 1
 
     def render(self) -> str:
         label = f'model_name="{self.model_name}"'

@@ -67,7 +67,7 @@ def ceiling_engine(model_dir: Path, dtype: str, limits: EngineLimits):
 
 def off_main_thread(fn: Callable[[], Timed]) -> Timed:
     """FN() on a thread of its own, as `servecat serve` runs its step loop
-    (engine/async_engine.py). Why: on this project's busy 2-core hosts the same decode loop
+    (engine/core.py). Why: on this project's busy 2-core hosts the same decode loop
     on Python's main thread was 2-5x slower per token (small model, 2 threads: 70-200 ms vs
     38-41 ms, alternating in one process), which would make the ceiling lower than the server."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perf-engine") as pool:

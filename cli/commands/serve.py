@@ -34,13 +34,17 @@ import click
 @click.option("--num-threads", default=None, type=int, help="CPU threads for torch.")
 @click.option("--api-key", default=None, envvar="SERVECAT_API_KEY",
               help="Require 'Authorization: Bearer KEY' (env SERVECAT_API_KEY).")
+@click.option("--engine-core", default="process", show_default=True,
+              type=click.Choice(["process", "thread"]),
+              help="Where the step loop runs: a child process of its own (as vLLM's engine "
+                   "core), or a thread of the server process.")
 @click.option("--log-level", default="warning", show_default=True)
 def serve(model: str, host: str, port: int, served_model_name: str | None, max_num_seqs: int,
           max_num_batched_tokens: int, max_model_len: int | None, dtype: str,
           quantization: str | None, device: str, kv_cache_memory: float | None,
           kv_cache_fraction: float, block_size: int, no_prefix_caching: bool,
           max_waiting: int, num_threads: int | None, api_key: str | None,
-          log_level: str) -> None:
+          engine_core: str, log_level: str) -> None:
     """Serve MODEL with the builtin engine: /v1/completions, /v1/chat/completions, /v1/models,
     /tokenize, /health, /metrics."""
     import socket
@@ -49,7 +53,7 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
     import uvicorn
 
     from engine.config import EngineConfig
-    from engine.llm_engine import LLMEngine
+    from engine.core_process import CoreLoadError, ProcessCore
     from engine.server import build_app
 
     config = EngineConfig(
@@ -71,14 +75,34 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
         except OSError as exc:
             raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror}",
                                      param_hint="--port") from exc
-    try:
-        engine = LLMEngine(config)
-    except (ValueError, FileNotFoundError, OSError) as exc:
+    if engine_core == "thread":
+        from engine.llm_engine import LLMEngine
+
+        try:
+            engine = LLMEngine(config)
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            raise click.ClickException(str(exc)) from exc
+        click.echo(f"servecat engine: {model} on {engine.device} ({engine.dtype_name}"
+                   f"{', ' + engine.quantization if engine.quantization else ''}), "
+                   f"{engine.runner.num_blocks} KV blocks of {block_size} tokens, "
+                   f"max_model_len {engine.max_model_len}; engine core on a thread; "
+                   f"http://{host}:{port}/v1", err=True)
+        uvicorn.run(build_app(engine, served_model_name, api_key), host=host, port=port,
+                    log_level=log_level, timeout_graceful_shutdown=10)
+        return
+    try:  # the engine core loads the model and steps in a child process of its own
+        core = ProcessCore(config)
+    except CoreLoadError as exc:
         raise click.ClickException(str(exc)) from exc
-    click.echo(f"servecat engine: {model} on {engine.device} ({engine.dtype_name}"
-               f"{', ' + engine.quantization if engine.quantization else ''}), "
-               f"{engine.runner.num_blocks} KV blocks of {block_size} tokens, "
-               f"max_model_len {engine.max_model_len}; http://{host}:{port}/v1", err=True)
-    # A bounded graceful shutdown: open streams get 10 s, then SIGTERM ends the server.
-    uvicorn.run(build_app(engine, served_model_name, api_key), host=host, port=port,
-                log_level=log_level, timeout_graceful_shutdown=10)
+    f = core.facts
+    click.echo(f"servecat engine: {model} on {f.device} ({f.dtype}"
+               f"{', ' + f.quantization if f.quantization else ''}), "
+               f"{f.num_blocks} KV blocks of {block_size} tokens, "
+               f"max_model_len {f.max_model_len}; engine core pid {core.pid}; "
+               f"http://{host}:{port}/v1", err=True)
+    try:
+        # A bounded graceful shutdown: open streams get 10 s, then SIGTERM ends the server.
+        uvicorn.run(build_app(core, served_model_name, api_key), host=host, port=port,
+                    log_level=log_level, timeout_graceful_shutdown=10)
+    finally:
+        core.stop()  # idempotent; the child never outlives the server

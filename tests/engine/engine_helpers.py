@@ -96,3 +96,36 @@ def corrupt_int4(model_dir: Path, out: Path, scale_error: float = 4.0) -> Path:
             weights[name] = (q * scale * scale_error).reshape(w.shape).to(w.dtype)
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     return out
+
+
+def engine_config(model: Path, **kw):
+    from engine.config import EngineConfig
+
+    kw.setdefault("kv_cache_memory", 32 << 20)
+    kw.setdefault("num_threads", 1)
+    return EngineConfig(str(model), **kw)
+
+
+def process_core(model: Path, make=None, **kw):
+    """The engine core in a child process (as `servecat serve` runs it), model loaded."""
+    from engine.core_process import ProcessCore
+
+    config = engine_config(model, **kw)
+    return ProcessCore(config) if make is None else ProcessCore(config, make)
+
+
+def engine_failing_first_step(config):
+    """An engine whose first forward raises (loaded in the core's child process: picklable)."""
+    from engine.llm_engine import LLMEngine
+
+    engine = LLMEngine(config)
+    real, calls = engine.runner.run, []
+
+    def run(batch):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("kernel fault")
+        return real(batch)
+
+    engine.runner.run = run
+    return engine

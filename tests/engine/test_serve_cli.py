@@ -8,18 +8,20 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from servecat.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_servecat_serve_command(tiny_model):
+@pytest.mark.parametrize("core", ["process", "thread"])
+def test_servecat_serve_command(tiny_model, core):
     port = free_port()
     cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(tiny_model),
            "--port", str(port), "--served-model-name", "tiny", "--max-num-seqs", "8",
            "--max-num-batched-tokens", "256", "--dtype", "fp32", "--kv-cache-memory", "0.05",
-           "--api-key", "k"]
+           "--api-key", "k", "--engine-core", core]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
