@@ -80,12 +80,12 @@ def run_workload(endpoint: Endpoint, workload: Workload, tokenizer: str | Path |
     prompts = (conversation_prompts(dataset, workload, tok, n) if dataset
                else synthetic_prompts(workload, tok, n))
     run = _Run(endpoint, workload, prompts, error_window, error_threshold, progress)
-    with priority.realtime(realtime), _no_gc_pauses():
-        records = _run_async(run.main())
+    with priority.realtime(realtime), no_gc_pauses():
+        records = run_async(run.main())
     return _result(run, records, tok, profs)
 
 
-def _run_async(coro):
+def run_async(coro):
     try:
         import uvloop
 
@@ -287,7 +287,7 @@ async def _sleep_until(t: float) -> None:
 
 
 @contextlib.contextmanager
-def _no_gc_pauses() -> Iterator[None]:
+def no_gc_pauses() -> Iterator[None]:
     """No cyclic GC during the run: a full collection stalls the loop for milliseconds, and
     that stall would be measured as server latency. Objects made before are frozen first."""
     was = gc.isenabled()

@@ -19,18 +19,16 @@ yielded and the JSON parsed after the stream.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from bench.loadgen import no_gc_pauses, run_async
 from bench.scripted_server import Scenario, read_sent_log, script_for, scripted_server
 
 SCENARIO = Scenario(ttft_ms=(2.0, 10.0), gap_ms=(1.0, 5.0), seed=1)
@@ -88,8 +86,8 @@ def _httpx_rows(url: str, tokenizer: str, requests: int, warmup: int,
     bodies = [json.dumps({"model": "scripted", "prompt": p.text, "max_tokens": p.max_tokens,
                           "stream": True, "stream_options": {"include_usage": True}}).encode()
               for p in prompts]
-    with priority.realtime(realtime), _no_gc():
-        rows = _run(_httpx_requests(url, ids, bodies))
+    with priority.realtime(realtime), no_gc_pauses():
+        rows = run_async(_httpx_requests(url, ids, bodies))
     for row, p in zip(rows, prompts, strict=True):
         row["max_tokens"] = p.max_tokens
     return rows[warmup:]
@@ -118,30 +116,6 @@ def _has_text(line: str) -> bool:
     if not line.startswith("data:") or line[5:].strip() == "[DONE]":
         return False
     return any(c.get("text") for c in json.loads(line[5:]).get("choices") or ())
-
-
-def _run(coro):
-    try:
-        import uvloop
-
-        factory = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        return runner.run(coro)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """As bench.loadgen runs: no cyclic-GC pass in the middle of a measurement."""
-    gc.collect()
-    gc.freeze()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-        gc.unfreeze()
 
 
 _MEASURE = {"servecat": _servecat_rows, "httpx": _httpx_rows}
