@@ -16,9 +16,9 @@ from resources.store import ResultStore
 from resources.warehouse import Warehouse
 from servecat.hardware import load_hardware
 from servecat.profiles import load_profiles
+from servecat.store import ESTIMATE_ERRORS_PATH as ERRORS_PATH
+from servecat.store import ESTIMATES_PATH
 
-ESTIMATES_PATH = "estimates/estimates.parquet"
-ERRORS_PATH = "estimates/errors.parquet"
 # Leave-one-deployment-out refits once per measured deployment: beyond this many it would
 # dominate the refresh, and the error is reported on a sample of this size instead.
 LODO_MAX_DEPLOYMENTS = 200

@@ -34,12 +34,12 @@ from catalog.benchmark_requests import BenchmarkRequest, BenchmarkRequests
 from catalog.config import ConfigError, load_hardware, load_profiles
 from catalog.docs import mount_docs
 from catalog.errors import NotFound, QueryError
+from catalog.estimate_points import EstimatesHolder
 from catalog.index import CatalogIndex
 from catalog.openapi import BODIES, responses
-from catalog.page import answer_page, message_page, mount_assets
+from catalog.page import PAGE_QUERY, answer_page, message_page, mount_assets
 from catalog.params import (
     CATALOG_PARAMS,
-    PAGE_PARAMS,
     PARETO_PARAMS,
     Param,
     openapi_parameters,
@@ -99,16 +99,18 @@ class CatalogHolder:
         self.index: CatalogIndex | None = None
         self.loaded_at: str | None = None
         self.last_error: str | None = None
+        self.estimates = EstimatesHolder(root)  # its own file: reloaded apart from snapshots
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def refresh(self) -> bool:
         """Load the pointer's snapshot if it is not the one in use; True when it swapped."""
+        self.estimates.refresh()
         pointer = read_pointer(self.root)
         current = self.index
         if pointer is None or (current is not None and current.snapshot_id == pointer["snapshot"]):
             return False
-        index = CatalogIndex(load_snapshot(self.root, pointer["key"]))
+        index = CatalogIndex(load_snapshot(self.root, pointer["key"]), self.estimates)
         self.index, self.loaded_at = index, datetime.now(UTC).isoformat()  # the atomic swap
         log.info("serving catalog snapshot %s (%d rows)", index.snapshot_id, index.n)
         return True
@@ -400,7 +402,7 @@ def create_app(store: str | Path, *, configs_dir: str | Path = "configs", poll_s
     @app.get("/", response_class=HTMLResponse,
              summary="HTML page: pick a model, profile, traffic and demand; see the ranked "
                      "deployments, their curves and cost against capacity",
-             openapi_extra=openapi_parameters(PAGE_PARAMS),
+             openapi_extra=openapi_parameters(PAGE_QUERY),
              responses=responses(None, 404, 422, 503, html=True))
     async def page(request: Request) -> Response:
         index = holder.index

@@ -9,6 +9,7 @@ a high percentile from above (hi = inf).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -274,22 +275,41 @@ TIE_TOLERANCE = 0.10
 
 def share_first_place(scores: np.ndarray, criteria: np.ndarray,
                       tolerance: float = TIE_TOLERANCE) -> np.ndarray:
-    """SCORES (B, D) with each draw's rows practically equal to its winner — every criterion of
-    CRITERIA (B, D, K) within TOLERANCE (relative) of the winner's — given the winner's score,
-    so that they share first place in probabilities_from_scores' random tie break."""
+    """SCORES (B, D) with each draw's rows practically equal to its winner given the winner's
+    score, so that they share first place in probabilities_from_scores' random tie break.
+
+    Practically equal: every criterion of CRITERIA (B, D, K) within TOLERANCE (relative) of the
+    winner's, or within the two rows' own noise if that is wider: the spread of a difference of
+    two estimates, sqrt(n_row² + n_winner²), each n the half-width of that criterion's central
+    95% over the B draws relative to its median. A p99 of 100 requests near an SLO swings by
+    more than 10% between two runs of one server; a difference inside that swing is noise.
+    """
     scores = np.asarray(scores, dtype=float).copy()
     if not scores.size:
         return scores
+    criteria = np.asarray(criteria, dtype=float)
     safe = np.nan_to_num(scores, nan=-np.inf)
     best = safe.argmax(axis=1)
     b = np.arange(len(scores))
     top = criteria[b, best][:, None, :]
+    noise = relative_noise(criteria)  # (D, K)
+    allowed = np.maximum(tolerance, np.sqrt(noise[None] ** 2 + noise[best][:, None, :] ** 2))
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.maximum(np.abs(criteria), np.abs(top))
-        close = np.where(scale > 0, np.abs(criteria - top) / scale, 0.0) <= tolerance
+        close = np.where(scale > 0, np.abs(criteria - top) / scale, 0.0) <= allowed
     same = close.all(axis=2) & np.isfinite(safe)
     scores[same] = np.repeat(scores[b, best][:, None], scores.shape[1], axis=1)[same]
     return scores
+
+
+def relative_noise(criteria: np.ndarray) -> np.ndarray:
+    """(D, K): half the central 95% of each criterion over the B draws of CRITERIA (B, D, K),
+    relative to its median; 0 where it is undefined (one draw, a zero or missing median)."""
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        lo, mid, hi = np.nanquantile(criteria, [0.025, 0.5, 0.975], axis=0)
+        noise = (hi - lo) / 2 / np.abs(mid)
+    return np.where(np.isfinite(noise), noise, 0.0)
 
 
 def probabilities_from_scores(scores: np.ndarray, names: Sequence[str] | None = None,

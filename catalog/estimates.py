@@ -19,7 +19,8 @@ from servecat.profiles import Profile
 # What is calibrated and reported. capacity_rps and tpot_p50_ms are what the validation
 # scores; the others complete an operating point the catalog can rank.
 METRICS = ("capacity_rps", "output_tokens_per_s", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms")
-ESTIMATE_COLUMNS = (*KEY, "model", "hardware", "engine", "quantization", "max_num_seqs",
+ESTIMATE_COLUMNS = (*KEY, "model", "hardware", "gpu_count", "engine", "quantization",
+                    "max_num_seqs",
                     "max_num_batched_tokens", "source", "measured", "capacity_limiting",
                     *(f"{m}{s}" for m in METRICS for s in ("", "_lo", "_hi")),
                     "cost_per_mtok_on_demand", "roofline_capacity_rps", "roofline_tpot_p50_ms",

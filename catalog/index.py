@@ -21,6 +21,7 @@ import pandas as pd
 
 from catalog.config import CRITERIA
 from catalog.errors import InvalidParameter, NotFound, StaleCursor, names_list
+from catalog.estimate_points import EstimatesHolder
 from catalog.recommend_query import DeploymentIndex
 from catalog.snapshots import Snapshot
 
@@ -56,7 +57,7 @@ class CatalogIndex:
     `arrays` for fast masks.
     """
 
-    def __init__(self, snapshot: Snapshot):
+    def __init__(self, snapshot: Snapshot, estimates: EstimatesHolder | None = None):
         self.snapshot_id = snapshot.id
         self.created_at = snapshot.created_at
         self.profiles = {p["name"]: p for p in snapshot.profiles}
@@ -103,9 +104,11 @@ class CatalogIndex:
         self._lock = threading.Lock()
         self.model_summary = self._model_summary()
         # Snapshots built before deployments were ranked have no deployment table: None here,
-        # and the endpoints that need it answer 503 saying how to rebuild.
+        # and the endpoints that need it answer 503 saying how to rebuild. ESTIMATES (the
+        # store's estimates table, reloaded on its own) joins its /v1/recommend answers.
         self.deployments = (DeploymentIndex(snapshot.tables["deployments"],
-                                            snapshot.tables.get("levels"), self.profiles)
+                                            snapshot.tables.get("levels"), self.profiles,
+                                            self.hardware_info, estimates)
                             if "deployments" in snapshot.tables else None)
 
     # --- columns ---------------------------------------------------------------------------

@@ -19,10 +19,13 @@ from starlette.responses import Response
 from starlette.types import Scope
 
 from catalog.errors import QueryError
+from catalog.estimate_points import ESTIMATES_PARAM
 from catalog.index import CatalogIndex
 from catalog.params import PAGE_PARAMS, parse_query
 from catalog.recommend_query import DeploymentIndex
 
+# What the page passes on to /v1/recommend: its parameters, every one optional.
+PAGE_QUERY = (*PAGE_PARAMS, ESTIMATES_PARAM)
 STATIC = Path(__file__).parent / "static"
 STATIC_URL = "static/page"  # relative, like every URL of the page: it works under a path prefix
 STYLE = ("body{font:14px system-ui,sans-serif;margin:24px;color:#222}"
@@ -50,7 +53,7 @@ def answer_page(index: CatalogIndex, deployments: DeploymentIndex,
     page then shows the message beside the form, so the person can fix the field)."""
     values = _with_defaults(deployments, dict(query))
     try:  # the same parse and checks as /v1/recommend: the page answers what the API would
-        args = parse_query(values, PAGE_PARAMS)
+        args = parse_query(values, PAGE_QUERY)
         deployments.recommend(**args, limit=1)
         error, status = None, 200
     except QueryError as exc:
@@ -127,6 +130,9 @@ def _form(deployments: DeploymentIndex, values: dict[str, str]) -> str:
         + _number("max_usd_per_hour", "max $/hour in all", values)
         + _number("max_kl", "max KL vs reference (nats)", values)
         + _number("min_agreement", "min greedy agreement (0–1)", values, high="1")
+        + _select("estimates", "estimates", [("exclude", "measured only"),
+                                             ("include", "list after the measured")],
+                  values.get("estimates", "exclude"))
         + "<button>Show</button></fieldset></form>")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from catalog.errors import InvalidParameter, NotFound, Unavailable, names_list
+from catalog.estimate_points import EstimatesHolder, add_estimates, estimates_mode, replicas
 from servecat.values import plain
 
 # Traffic whose mean input or output tokens are more than this factor away from every measured
@@ -74,7 +75,9 @@ class DeploymentIndex:
     each row's JSON item prepared once; and the measured levels grouped by deployment."""
 
     def __init__(self, deployments: pd.DataFrame, levels: pd.DataFrame | None,
-                 profiles: dict[str, dict[str, Any]] | None = None):
+                 profiles: dict[str, dict[str, Any]] | None = None,
+                 hardware: list[dict[str, Any]] | None = None,
+                 estimates: EstimatesHolder | None = None):
         df = deployments.copy()
         rank = pd.to_numeric(df["rank"], errors="coerce").to_numpy(float, na_value=np.nan)
         order = np.lexsort((df["deployment"].astype(str).to_numpy(),
@@ -105,6 +108,8 @@ class DeploymentIndex:
         self.strings["hardware_key"] = df["hardware_key"].to_numpy()
         self.items = [_item(r) for r in _records(df)]
         self.levels = None if levels is None else _Levels.of(levels)
+        self.estimates = estimates   # catalog/estimate_points.py: reloaded apart from snapshots
+        self.prices = {str(h.get("name")): h for h in hardware or ()}   # they size estimates
 
     # --- /v1/recommend ------------------------------------------------------------------------
 
@@ -114,10 +119,12 @@ class DeploymentIndex:
                   engine: str | None = None, quantization: str | None = None,
                   max_gpus: int | None = None, max_usd_per_hour: float | None = None,
                   max_kl: float | None = None, min_agreement: float | None = None,
-                  limit: int = 50) -> dict[str, Any]:
+                  limit: int = 50, estimates: str = "exclude") -> dict[str, Any]:
         """Deployments of MODEL for PROFILE on the traffic's length profile, in rank order, each
         sized for DEMAND_RPS; deployments without capacity listed apart with the reason.
-        MAX_KL / MIN_AGREEMENT keep the ranked ones with a quality figure within them."""
+        MAX_KL / MIN_AGREEMENT keep the ranked ones with a quality figure within them.
+        ESTIMATES=include lists estimated-only deployments after them, marked (add_estimates)."""
+        include = estimates_mode(estimates)
         if model not in self.models:
             raise NotFound(f"unknown model {_shown(model)}; known models: "
                            f"{names_list(self.models)}", "model")
@@ -144,7 +151,7 @@ class DeploymentIndex:
                 item["serving"] = _serving(sizing, i, item["capacity"]["lower_bound"])
             items.append(item)
         info = self.profiles[profile]
-        return {
+        return add_estimates(self, {
             "model": model, "profile": profile, "traffic": traffic.to_dict(),
             "slo": {k: info.get(k) for k in ("ttft_p99_ms", "tpot_p99_ms", "max_error_rate")},
             "weights": info.get("weights", {}),
@@ -156,7 +163,7 @@ class DeploymentIndex:
                                                             ranked, why),
             "items": items,
             "unranked": [_unranked(self.items[r]) for r in unranked[:limit]],
-        }
+        }, include, limit)
 
     def traffic(self, model: str, lengths: str | None, input_tokens: float | None,
                 output_tokens: float | None) -> Traffic:
@@ -199,14 +206,14 @@ class DeploymentIndex:
         a = {k: v[rows] for k, v in self.arrays.items()}
         gpus = np.maximum(np.nan_to_num(a["gpu_count"], nan=1.0), 1.0)
         if demand is None:
-            replicas = np.ones(len(rows))
+            n = np.ones(len(rows))
             at_lo = np.full(len(rows), np.nan)
         else:
-            replicas = _replicas(demand, a["capacity_rps"])
-            at_lo = _replicas(demand, a["capacity_rps_lo"])
-        return {"replicas": replicas, "gpus": replicas * gpus,
-                "usd_per_hour_on_demand": replicas * a["usd_per_hour_on_demand"],
-                "usd_per_hour_spot": replicas * a["usd_per_hour_spot"],
+            n = replicas(demand, a["capacity_rps"])
+            at_lo = replicas(demand, a["capacity_rps_lo"])
+        return {"replicas": n, "gpus": n * gpus,
+                "usd_per_hour_on_demand": n * a["usd_per_hour_on_demand"],
+                "usd_per_hour_spot": n * a["usd_per_hour_spot"],
                 "replicas_at_capacity_lo": at_lo}
 
     @staticmethod
@@ -335,17 +342,10 @@ def _serving(sizing: dict[str, np.ndarray], i: int, lower_bound: bool) -> dict[s
     return out
 
 
-def _replicas(demand: float, capacity: np.ndarray) -> np.ndarray:
-    # The tiny shrink keeps an exact multiple (12 / 4 = 3.0000000000000004) from one replica more.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = demand / capacity
-        return np.where(capacity > 0, np.ceil(ratio * (1 - 1e-12)), np.nan)
-
-
 def _item(r: dict[str, Any]) -> dict[str, Any]:
-    """One deployment row as the API shows it: identity, capacity, operating point, rank."""
-    return {"rank": r.get("rank"), "model": r.get("model"), "lengths": r.get("lengths"),
-            "profile": r.get("profile"), **{k: r.get(k) for k in IDENTITY},
+    """One measured deployment row as the API shows it: identity, capacity, operating point."""
+    return {"source": "measured", "rank": r.get("rank"), "model": r.get("model"),
+            "lengths": r.get("lengths"), "profile": r.get("profile"), **{k: r.get(k) for k in IDENTITY},
             "capacity": {k: r.get(c) for k, c in CAPACITY.items()},
             "operating_point": {k: r.get(k) for k in OPERATING_POINT},
             "pareto": r.get("pareto"), "topsis_score": r.get("topsis_score"),

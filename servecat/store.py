@@ -225,3 +225,8 @@ def requests_path(deployment: str, workload_id: str) -> str:
 
 def summary_path(deployment: str, workload_id: str) -> str:
     return f"runs/summary/deployment={deployment}/workload={workload_id}.parquet"
+
+
+# The deployment_estimates asset's outputs (assets/estimates.py), read by the catalog API.
+ESTIMATES_PATH = "estimates/estimates.parquet"
+ESTIMATE_ERRORS_PATH = "estimates/errors.parquet"

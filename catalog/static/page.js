@@ -94,7 +94,19 @@ function workload(body) {
     h("dt", {}, "profile"), h("dd", {}, `${body.profile}: ${slo}`),
     h("dt", {}, "ranked"),
     h("dd", {}, `${body.matching} of ${body.ranked} deployments with capacity match the filters; ` +
-                `${body.unranked.length} not ranked`));
+                `${body.unranked.length} not ranked`),
+    h("dt", {}, "estimates"), h("dd", { id: "estimates-summary" }, estimatesText(body.estimates)));
+}
+
+/** What the estimates add, in words: how many estimated-only deployments match and how many
+ *  might beat the top pick, and whether they are listed. */
+function estimatesText(e) {
+  if (!e?.available) return `none: ${e?.reason ?? "no estimates"}`;
+  if (!e.matching) return e.reason ?? "no estimated-only deployment matches";
+  return `${e.matching} deployment(s) estimated but not measured, ${e.might_beat_top} of them ` +
+    "might beat the top pick at the optimistic end of their intervals" +
+    (e.included ? "; listed after the measured ones, marked “estimate”"
+                : "; choose “list after the measured” to see them");
 }
 
 // --- the ranked table -----------------------------------------------------------------------
@@ -141,13 +153,21 @@ function rankedTable(body) {
     const atLow = finite(serving.replicas_at_capacity_lo) &&
       serving.replicas_at_capacity_lo !== serving.replicas
       ? `${serving.replicas_at_capacity_lo} at its low end` : null;
-    return h("tr", { "data-deployment": item.deployment, title: item.rank_note },
-      h("td", {}, item.rank), h("td", { class: "l name" }, item.deployment),
+    const estimate = item.source === "estimate";
+    const latency = `${fmt(op.ttft_p99_ms)} / ${fmt(op.tpot_p99_ms)}`;
+    return h("tr", { "data-deployment": item.deployment, title: item.rank_note,
+                     "data-source": item.source, class: estimate ? "estimate" : null },
+      estimate ? h("td", {}, h("span", { class: "badge" }, "estimate"))
+               : h("td", {}, item.rank),
+      h("td", { class: "l name" }, item.deployment),
       h("td", { class: "l nowrap" }, `${item.hardware} ×${item.gpu_count}`),
       h("td", { class: "l" }, item.engine), h("td", { class: "l" }, item.quantization),
       settings(item), capacityCell(cap),
       h("td", {}, `${cap.lower_bound ? "≥ " : ""}${fmt(cap.concurrency)}`),
-      h("td", { class: "nowrap" }, `${fmt(op.ttft_p99_ms)} / ${fmt(op.tpot_p99_ms)}`),
+      estimate ? twoLines(latency, `${fmt(op.ttft_p99_ms_lo)}–${fmt(op.ttft_p99_ms_hi)} / ` +
+                          `${fmt(op.tpot_p99_ms_lo)}–${fmt(op.tpot_p99_ms_hi)}`,
+                          { class: "nowrap" })
+               : h("td", { class: "nowrap" }, latency),
       h("td", {}, fmt(op.output_tokens_per_s_per_gpu, 4)),
       twoLines(`${fewer}${serving.replicas}`, atLow, { class: "replicas" }),
       h("td", {}, `${fewer}${serving.gpus}`),
@@ -156,6 +176,9 @@ function rankedTable(body) {
       qualityCell(item), h("td", {}, percent(item.p_first)), h("td", {}, percent(item.p_top3)),
       h("td", { class: "c" }, item.pareto ? "✓" : ""));
   });
+  const estimates = body.items.some((i) => i.source === "estimate")
+    ? " Rows marked “estimate” were not measured: the calibrated roofline's figures with their " +
+      "95% intervals, listed after every measured deployment and never ranked among them." : "";
   const sized = finite(body.demand_rps) ? `, sized for ${fmt(body.demand_rps)} req/s` :
     "; without a demand, replicas, GPUs and $/hour are those of one replica";
   // The caption stays outside the scrolling box, readable however wide the table is.
@@ -164,7 +187,8 @@ function rankedTable(body) {
       `every measured load held, so fewer replicas may do. Quality: mean KL and greedy agreement ` +
       `against the model's most precise deployment measured (“not measured” where it was not ` +
       `probed: no figure is not no loss). P(#1) and P(top 3) are the shares of resampled ` +
-      `rankings. Pareto: not beaten on throughput, capacity, cost and the p99s at once.`),
+      `rankings. Pareto: not beaten on throughput, capacity, cost and the p99s at once.` +
+      estimates),
     h("div", { class: "scroll" }, h("table", { id: "ranked" }, h("thead", {}, head),
                                     h("tbody", {}, ...rows)))];
 }
@@ -186,6 +210,9 @@ function unrankedTable(body) {
 
 // --- cost vs capacity -----------------------------------------------------------------------
 
+/** The measured items: estimates have no measured levels to draw. */
+const measured = (body) => body.items.filter((i) => i.source !== "estimate");
+
 /** Indices of the 2-D front of POINTS: no other has more capacity (x) and lower cost (y). */
 function front2d(points) {
   const order = points.map((_, i) => i).sort((a, b) => points[b].x - points[a].x || points[a].y - points[b].y);
@@ -196,7 +223,7 @@ function front2d(points) {
 }
 
 function costChart(body) {
-  const points = body.items
+  const points = measured(body)
     .filter((i) => finite(i.capacity.rps) && finite(i.operating_point.cost_per_mtok_on_demand))
     .map((i) => ({ item: i, x: i.capacity.rps, y: i.operating_point.cost_per_mtok_on_demand,
                    lo: i.capacity.rps_lo, hi: i.capacity.rps_hi }));
@@ -319,12 +346,12 @@ function curveCard(item, curve, slo) {
 }
 
 async function curves(body) {
-  const chosen = [...body.items, ...body.unranked].slice(0, MAX_CURVES);
+  const chosen = [...measured(body), ...body.unranked].slice(0, MAX_CURVES);
   const section = h("section", { id: "curves" }, h("h2", {}, "Latency vs throughput"),
     h("p", { class: "muted" }, `Each deployment's measured load levels on ${body.traffic.lengths} ` +
       "traffic, joined in load order; bars: 95% intervals of each p99; red dashes: the SLO; " +
       "red dots: levels that miss it; shaded: the capacity interval; diamond: the operating point." +
-      (chosen.length < body.items.length + body.unranked.length
+      (chosen.length < measured(body).length + body.unranked.length
         ? ` The first ${chosen.length} deployments are drawn.` : "")));
   const results = await Promise.allSettled(chosen.map((item) =>
     getJSON("v1/curves", new URLSearchParams({ deployment: item.deployment,
