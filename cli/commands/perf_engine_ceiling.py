@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,24 +63,19 @@ def ceiling_engine(model_dir: Path, dtype: str, limits: EngineLimits):
         kv_cache_memory=limits.kv_cache_gib << 30, num_threads=limits.threads))
 
 
-def off_main_thread(fn: Callable[[], Timed]) -> Timed:
-    """FN() on a thread of its own, as `servecat serve` runs its step loop
-    (engine/core.py). Why: on this project's busy 2-core hosts the same decode loop
-    on Python's main thread was 2-5x slower per token (small model, 2 threads: 70-200 ms vs
-    38-41 ms, alternating in one process), which would make the ceiling lower than the server."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="perf-engine") as pool:
-        return pool.submit(fn).result()
-
-
 def ceiling_row(engine, name: str, workload: Workload, tok: Tokenizer, dtype: str) -> PerfRow:
     """Workload NAME on the in-process engine, warm-up first (a closed loop, not measured)."""
     warm, measured = workload_requests(workload, tok, lambda t: engine.tokenizer(t).input_ids)
     if warm:
-        off_main_thread(lambda: drive(engine, warm, len(warm)))
+        drive(engine, warm, len(warm))
     load0 = load_avg()
     offsets = offsets_of(workload, len(measured))
     with PeakRSS() as rss:
-        timed = off_main_thread(lambda: drive(engine, measured, workload.concurrency, offsets))
+        # On the thread that built the engine, as the served core runs its step loop on the
+        # main thread of its own process (engine/core_process.py). Stepping from another
+        # thread of the process that built it cost 2x per token here (small, fp32, c=1, quiet
+        # 2-core AVX-512 EPYC: TPOT p50 11.2 ms vs 5.5 ms; bf16 6.3 vs 4.1).
+        timed = drive(engine, measured, workload.concurrency, offsets)
     row = row_from_samples(RowId(CEILING, "builtin", IN_PROCESS, name, dtype),
                            timed.ttft_ms, timed.tpot_ms, timed.requests, timed.output_tokens,
                            timed.seconds, workload.target_rate)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.peak_rss import PeakRSS
 from bench.perf_rows import IN_PROCESS, PerfRow, RowId, load_avg, row_from_samples
-from cli.commands.perf_engine_ceiling import Request, Timed, off_main_thread
+from cli.commands.perf_engine_ceiling import Request, Timed
 
 
 def hf_model(path: Path, dtype: str, attn: str = "sdpa"):
@@ -31,7 +31,7 @@ def hf_row(system: str, workload: str, dtype: str, run: Callable[[], Timed], not
     """Time RUN() -> Timed into an in-process HF row."""
     load0 = load_avg()
     with PeakRSS() as rss:
-        timed = off_main_thread(run)  # as the ceiling rows
+        timed = run()  # on the thread that loaded the model, as the ceiling rows
     row = row_from_samples(RowId(system, "hf", IN_PROCESS, workload, dtype, note=note),
                            timed.ttft_ms, timed.tpot_ms, timed.requests, timed.output_tokens,
                            timed.seconds, rate)
