@@ -208,6 +208,20 @@ class WorkloadsSpec(_Strict):
     warmup_requests: int = Field(default=0, ge=0)
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _closed_loops_fit_the_requests(self) -> WorkloadsSpec:
+        # A closed loop of N requests never has more than N in flight: a level above N would
+        # be measured as N under another name (a validation matrix once "passed" concurrency 16
+        # with 8 requests a probe, a capacity it never measured).
+        for i, load in enumerate(self.loads):
+            top = load.max if load.search == "concurrency" else max(load.concurrency, default=0)
+            if top and top > self.requests:
+                raise ValueError(
+                    f"loads[{i}]: concurrency {top:g} is above requests ({self.requests}): a "
+                    f"closed loop of {self.requests} requests never has more in flight; raise "
+                    f"requests to at least {top:g} or lower the concurrency")
+        return self
+
 
 ExcludeValue = Scalar | list[Scalar]
 RULE_KEYS = ("model", "hardware", "gpu_count", "engine", "quantization", "tensor_parallel_size",

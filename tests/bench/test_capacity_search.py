@@ -107,7 +107,7 @@ def test_rate_search_matches_the_mdc_queue(tiny_model):
 
 
 def test_interrupted_search_resumes_without_repeating_a_probe(tiny_model):
-    rows = search_rows({"search": "concurrency", "min": 1, "max": 16, "slo": ["closed"]}, 12)
+    rows = search_rows({"search": "concurrency", "min": 1, "max": 16, "slo": ["closed"]}, 16)
     store: dict[str, dict] = {}
 
     def crash_after_two(outcome):

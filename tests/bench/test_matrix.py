@@ -58,6 +58,7 @@ def test_every_pruning_reason(tmp_path):
     spec["workloads"]["lengths"] = [{"name": "long", "input_tokens": 30000, "output_tokens": 1000},
                                     {"name": "short", "input_tokens": 64, "output_tokens": 16}]
     spec["workloads"]["loads"] = [{"concurrency": [1, 256]}]
+    spec["workloads"]["requests"] = 256
     spec["exclude"] = [{"engine": "builtin", "hardware": "cpu", "quantization": "int4",
                         "reason": "no int4 here"},
                        {"lengths": "short", "concurrency": 1, "reason": "too small to matter"}]

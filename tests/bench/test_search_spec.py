@@ -27,6 +27,9 @@ BAD = [
                                 "concurrency or rate lists"),
     ({"search": "rate", "max": 8, "slo": ["server"]}, "search: rate needs min (the load range)"),
     ({**SEARCH, "min": 64, "max": 8}, "search: rate: min 64 is not below max 8"),
+    ({"search": "concurrency", "min": 1, "max": 64, "slo": ["server"]},
+     "loads[0]: concurrency 64 is above requests"),
+    ({"concurrency": [1, 64]}, "loads[0]: concurrency 64 is above requests"),
     ({**SEARCH, "search": "concurrency", "min": 1.5}, "search: concurrency needs an integer min"),
     ({**SEARCH, "slo": []}, "search: rate needs slo: the profiles whose capacity it brackets"),
     ({**SEARCH, "slo": ["server", "server"]}, "search: rate: slo names 'server' twice"),
@@ -51,6 +54,7 @@ def test_a_search_is_one_row_beside_fixed_levels(tmp_path):
     spec = with_loads({"concurrency": [1, 8]}, SEARCH,
                       {"search": "concurrency", "min": 1, "max": 4096, "slo": ["interactive"],
                        "precision": 0.2})
+    spec["workloads"]["requests"] = 4096  # a closed loop needs as many requests as it holds
     exp = expand_file(write(tmp_path, spec))
     first = exp.configs[exp.configs["deployment"] == exp.deployments[0]]
     # Sweep order: by kind, fixed levels first; the hash suffix dropped.
@@ -63,7 +67,9 @@ def test_a_search_is_one_row_beside_fixed_levels(tmp_path):
     # A concurrency search is sized for its max: 4096 sequences x the context fit nowhere
     # beyond max_num_seqs (64), so it is kept; the fixed levels' ids are unchanged by it.
     assert REASON_KV not in exp.pruned
-    plain = expand_file(write(tmp_path, with_loads({"concurrency": [1, 8]}), "plain.yaml"))
+    plain_spec = with_loads({"concurrency": [1, 8]})
+    plain_spec["workloads"]["requests"] = 4096
+    plain = expand_file(write(tmp_path, plain_spec, "plain.yaml"))
     assert set(plain.configs["config_id"]) <= set(exp.configs["config_id"])
 
 

@@ -20,7 +20,7 @@ SCENARIO = {"ttft_ms": [200, 200], "gap_ms": [25, 25]}
 def test_search_through_the_pipeline_finds_each_deployments_slots(bench_env, tiny_model):
     spec = spec_dict(tiny_model, requests=8)
     spec["engines"] = [{"name": "openai", "args": {"max_num_seqs": [2, 4]}}]
-    spec["workloads"]["loads"] = [{"search": "concurrency", "min": 1, "max": 16,
+    spec["workloads"]["loads"] = [{"search": "concurrency", "min": 1, "max": 8,
                                    "slo": ["interactive"]}]
     bench_env.spec.write_text(yaml.safe_dump(spec))
     bench_env.commands = {"openai": scripted_command(SCENARIO, extra="--slots {max_num_seqs}")}
