@@ -20,3 +20,32 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from engine.local_models import build_model
 
     return build_model("tiny", tmp_path_factory.mktemp("models") / "tiny")
+
+
+# Tests whose assertions hold timings against a queueing model, a script or a schedule (and
+# the benchmarks' smoke runs, which load every core): `make test` runs them on their own, after
+# the rest has run two at a time, so no other test's load moves what they measure.
+SERIAL = frozenset({
+    "tests/pipeline/test_capacity_pipeline.py",
+    "tests/bench/test_capacity_search.py",
+    "tests/bench/test_accuracy.py",
+    "tests/bench/test_open_loop.py",
+    "tests/bench/test_queueing.py",
+    "tests/bench/test_validity.py",
+    "tests/bench/test_perf_loadgen.py",
+    "tests/bench/test_telemetry.py",
+    "tests/engine/test_perf_engine.py",
+    "tests/engine/test_perf_kernels.py",
+    "tests/catalog/test_perf_api.py",
+})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "serial: measures timings; run alone (`make test` runs "
+                                       "these after the parallel part)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.nodeid.split("::")[0] in SERIAL:
+            item.add_marker(pytest.mark.serial)
