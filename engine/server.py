@@ -128,8 +128,9 @@ def build_app(engine, served_model_name: str | None = None, api_key: str | None 
               max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app serving ENGINE under SERVED_MODEL_NAME.
 
-    ENGINE is a started engine.core_process.ProcessCore (`servecat serve`), or an LLMEngine,
-    whose core then runs on a thread of this process. Without a name the model is served as
+    ENGINE is a started engine.core_process.ProcessCore (`servecat serve`), an
+    engine.core.ThreadCore (`--engine-core thread`), or an LLMEngine, whose core then runs on a
+    thread of this process. Without a name the model is served as
     its path and, as an alias, the folder's name, so `serve --model .servecat/models/small`
     answers requests for `small`.
     """

@@ -76,18 +76,20 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
             raise click.BadParameter(f"cannot listen on {host}:{port}: {exc.strerror}",
                                      param_hint="--port") from exc
     if engine_core == "thread":
+        from engine.core import ThreadCore
         from engine.llm_engine import LLMEngine
 
-        try:
-            engine = LLMEngine(config)
+        try:  # built on the thread that will step it (engine/core.py says why)
+            thread_core = ThreadCore(make=lambda: LLMEngine(config))
         except (ValueError, FileNotFoundError, OSError) as exc:
             raise click.ClickException(str(exc)) from exc
+        engine = thread_core.engine
         click.echo(f"servecat engine: {model} on {engine.device} ({engine.dtype_name}"
                    f"{', ' + engine.quantization if engine.quantization else ''}), "
                    f"{engine.runner.num_blocks} KV blocks of {block_size} tokens, "
                    f"max_model_len {engine.max_model_len}; engine core on a thread; "
                    f"http://{host}:{port}/v1", err=True)
-        uvicorn.run(build_app(engine, served_model_name, api_key), host=host, port=port,
+        uvicorn.run(build_app(thread_core, served_model_name, api_key), host=host, port=port,
                     log_level=log_level, timeout_graceful_shutdown=10)
         return
     try:  # the engine core loads the model and steps in a child process of its own
