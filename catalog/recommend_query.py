@@ -345,7 +345,8 @@ def _serving(sizing: dict[str, np.ndarray], i: int, lower_bound: bool) -> dict[s
 def _item(r: dict[str, Any]) -> dict[str, Any]:
     """One measured deployment row as the API shows it: identity, capacity, operating point."""
     return {"source": "measured", "rank": r.get("rank"), "model": r.get("model"),
-            "lengths": r.get("lengths"), "profile": r.get("profile"), **{k: r.get(k) for k in IDENTITY},
+            "lengths": r.get("lengths"), "profile": r.get("profile"),
+            **{k: r.get(k) for k in IDENTITY},
             "capacity": {k: r.get(c) for k, c in CAPACITY.items()},
             "operating_point": {k: r.get(k) for k in OPERATING_POINT},
             "pareto": r.get("pareto"), "topsis_score": r.get("topsis_score"),

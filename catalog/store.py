@@ -3,10 +3,9 @@ servecat.store: every write whole or nothing, so snapshots and LATEST.json work 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from servecat.store import Missing, S3Store, open_store
+from servecat.store import open_store
 
 
 def write_atomic(root: str | Path, key: str, data: bytes) -> str:
@@ -31,20 +30,5 @@ def local_path(root: str | Path, key: str) -> str:
 
 
 def version(root: str | Path, key: str) -> str | None:
-    """A tag that changes whenever ROOT/KEY is rewritten, without reading it (None when absent):
-    a local file's inode, size and mtime (every write is a rename), an S3 object's ETag."""
-    backend = open_store(root)
-    if isinstance(backend, S3Store):
-        bucket, k = backend.bucket_key(key)
-        client = backend.client()
-        try:
-            head = backend.call(f"head {backend.uri(key)}",
-                                lambda: client.head_object(Bucket=bucket, Key=k))
-        except Missing:
-            return None
-        return str(head.get("ETag", "")).strip('"')
-    try:
-        st = os.stat(backend.uri(key))
-    except FileNotFoundError:
-        return None
-    return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+    """A tag that changes whenever ROOT/KEY is rewritten, without reading it (None when absent)."""
+    return open_store(root).stat_tag(key)

@@ -98,6 +98,15 @@ class LocalStore:
     def exists(self, key: str) -> bool:
         return os.path.exists(self.uri(key))
 
+    def stat_tag(self, key: str) -> str | None:
+        """A tag that changes whenever KEY is rewritten, without reading it (None when absent):
+        inode, size and mtime (every write is a rename)."""
+        try:
+            st = os.stat(self.uri(key))
+        except FileNotFoundError:
+            return None
+        return f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}"
+
     def list(self, prefix: str, suffix: str = "") -> list[str]:
         """Keys under PREFIX ending in SUFFIX, sorted; hidden temp files are left out."""
         base, root = Path(self.uri(prefix)), Path(self.uri(""))
@@ -197,6 +206,17 @@ class S3Store:
         resp = self.call(f"list {self.uri(key)}",
                          lambda: client.list_objects_v2(Bucket=bucket, Prefix=k, MaxKeys=1))
         return any(o["Key"] == k for o in resp.get("Contents", []))
+
+    def stat_tag(self, key: str) -> str | None:
+        """The object's ETag from a HEAD request, without reading it (None when absent)."""
+        bucket, k = self.bucket_key(key)
+        client = self.client()
+        try:
+            head = self.call(f"head {self.uri(key)}",
+                             lambda: client.head_object(Bucket=bucket, Key=k))
+        except Missing:
+            return None
+        return str(head.get("ETag", "")).strip('"')
 
     def list(self, prefix: str, suffix: str = "") -> list[str]:
         bucket, k = self.bucket_key(prefix)
