@@ -8,10 +8,10 @@ import pandas as pd
 
 from assets.catalog import HARDWARE, PROFILES, read_results
 from assets.results import benchmark_results
-from catalog.calibration import error_table, leave_one_deployment_out
+from catalog.calibration import error_table
 from catalog.estimates import METRICS, estimates_table, measured_points, workload_rows
+from catalog.physical import level_rows, physical_leave_one_out
 from catalog.recommend import build_deployments
-from catalog.roofline import estimate
 from resources.store import ResultStore
 from resources.warehouse import Warehouse
 from servecat.hardware import load_hardware
@@ -34,7 +34,7 @@ def refit(matrix: pd.DataFrame, summary: pd.DataFrame,
     if len(measured):
         cat = build_deployments(summary, None, hardware_path, profiles)
         points = measured_points(cat.deployments, cat.levels)
-    table = estimates_table(matrix, points, hardware, profiles)
+    table = estimates_table(matrix, points, hardware, profiles, summary=measured)
     errors = pd.DataFrame()
     if points is not None and points["capacity_rps"].notna().any():
         # Only deployments measured and in a matrix can be held out and predicted.
@@ -42,7 +42,8 @@ def refit(matrix: pd.DataFrame, summary: pd.DataFrame,
                       & set(matrix["deployment"].astype(str)))[:LODO_MAX_DEPLOYMENTS]
         rows = workload_rows(matrix[matrix["deployment"].astype(str).isin(keep)])
         if len(rows):
-            held = leave_one_deployment_out(estimate(rows, hardware, profiles), points, METRICS)
+            held = physical_leave_one_out(rows, level_rows(measured), points, hardware,
+                                          profiles, METRICS)
             errors = error_table(held) if len(held) else errors
     return table, errors
 

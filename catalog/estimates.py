@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from catalog.calibration import KEY, calibrate
+from catalog.physical import level_rows, physical_calibrate
 from catalog.roofline import Assumptions, estimate
 from servecat.hardware import Hardware
 from servecat.profiles import Profile
@@ -57,14 +58,23 @@ def measured_points(deployments: pd.DataFrame, levels: pd.DataFrame) -> pd.DataF
 
 def estimates_table(configs: pd.DataFrame, measured: pd.DataFrame | None,
                     hardware: Mapping[str, Hardware], profiles: Sequence[Profile],
-                    assumptions: Assumptions | None = None) -> pd.DataFrame:
+                    assumptions: Assumptions | None = None,
+                    summary: pd.DataFrame | None = None) -> pd.DataFrame:
     """Every deployment × length profile × profile of CONFIGS with its calibrated estimate and
     interval; `measured` says whether MEASURED (measured_points) has a value for its capacity,
-    and `source` is `estimate` throughout: a measured row's own figures live in the catalog."""
-    est = estimate(workload_rows(configs), hardware, profiles, assumptions)
+    and `source` is `estimate` throughout: a measured row's own figures live in the catalog.
+    With the measured SUMMARY rows, the roofline's physics is fitted on their load levels
+    (catalog/physical.py); without, its answers are regressed on the operating points
+    (catalog/calibration.py's ridge)."""
     if measured is None or measured.empty:
         measured = pd.DataFrame(columns=[*KEY, "capacity_status", *METRICS])
-    cal = calibrate(est, measured, METRICS)
+    levels = level_rows(summary)
+    if len(levels):
+        est = cal = physical_calibrate(workload_rows(configs), levels, measured, hardware,
+                                       profiles, METRICS, assumptions)
+    else:
+        est = estimate(workload_rows(configs), hardware, profiles, assumptions)
+        cal = calibrate(est, measured, METRICS)
     out = cal.rename(columns={m: f"roofline_{m}" for m in METRICS})
     for m in METRICS:
         out = out.rename(columns={f"{m}_est": m})

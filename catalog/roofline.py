@@ -55,8 +55,22 @@ class Assumptions:
     bandwidth_efficiency: float = 0.6  # share of memory bandwidth a decode step reaches
     compute_efficiency: float = 0.4    # share of the bf16 peak a prefill chunk reaches
     memory_utilization: float = 0.9    # share of memory the engine may fill (weights + KV)
+    # The framework's own time (catalog/physical.py fits both to measurements): per engine
+    # step (scheduling, the launch of every layer) and per sequence in a step (sampling,
+    # detokenization, streaming). The bare roofline has none.
+    step_overhead_ms: float = 0.0
+    sequence_overhead_ms: float = 0.0
+    # ... and per request beside the engine (HTTP, tokenization, the stream's framing): on the
+    # request's path once, and a throughput limit of its own (the front runs apart).
+    request_overhead_ms: float = 0.0
 
     def describe(self) -> str:
+        overhead = ("no framework overhead" if not (self.step_overhead_ms
+                                                    or self.sequence_overhead_ms
+                                                    or self.request_overhead_ms) else
+                    f"framework overhead {self.step_overhead_ms:.2g} ms a step + "
+                    f"{self.sequence_overhead_ms:.2g} ms a sequence in it + "
+                    f"{self.request_overhead_ms:.2g} ms a request")
         return (f"roofline: decode reads weights (at the quantization's bytes) + the batch's KV "
                 f"cache at {self.bandwidth_efficiency:.0%} of memory bandwidth, or does 2 x "
                 f"params FLOPs per sequence at {self.compute_efficiency:.0%} of bf16 peak, "
@@ -64,7 +78,7 @@ class Assumptions:
                 f"the weights or doing 2 x params x tokens FLOPs; KV cache in "
                 f"{self.memory_utilization:.0%} of memory minus weights; Poisson arrivals, "
                 f"batch by Little's law, TTFT wait M/M/1 (a closed loop of c clients: "
-                f"throughput min(c / cycle, 1 / engine time)); no framework overhead")
+                f"throughput min(c / cycle, 1 / engine time)); {overhead}")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"text": self.describe()}
@@ -92,12 +106,16 @@ class Physics:
     prefill_s: np.ndarray      # one prompt's prefill
     kv_concurrency: np.ndarray  # sequences the KV memory holds at I + O tokens
     slots: np.ndarray          # the batch the engine runs: min(max_num_seqs, kv_concurrency)
+    step_s: np.ndarray | float = 0.0      # framework time per step
+    sequence_s: np.ndarray | float = 0.0  # framework time per sequence in a decode step
+    request_s: np.ndarray | float = 0.0   # front-end time per request, beside the engine
 
     def decode_s(self, n: np.ndarray) -> np.ndarray:
         """One decode step of N sequences, each halfway through its output."""
         n = np.maximum(n, 1.0)
         read = (self.weights + n * (self.inp + self.out / 2.0) * self.kv_token) / self.bandwidth
-        return np.maximum(read, 2.0 * self.params * n / self.flops)
+        return (np.maximum(read, 2.0 * self.params * n / self.flops)
+                + self.step_s + self.sequence_s * n)
 
 
 def physics(rows: pd.DataFrame, hardware: Mapping[str, Hardware], a: Assumptions) -> Physics:
@@ -128,7 +146,8 @@ def physics(rows: pd.DataFrame, hardware: Mapping[str, Hardware], a: Assumptions
     budget = _num(rows, "max_num_batched_tokens", np.nan)
     chunk = np.where(np.isfinite(budget), np.minimum(budget, inp), inp)
     chunks = np.ceil(inp / chunk)
-    prefill = chunks * np.maximum(weights / bandwidth, 2.0 * params * chunk / flops)
+    step_s = np.asarray(a.step_overhead_ms, float) / 1e3
+    prefill = chunks * (np.maximum(weights / bandwidth, 2.0 * params * chunk / flops) + step_s)
     kv_conc = np.floor(np.maximum(mem * a.memory_utilization - weights, 0.0)
                        / (kv_token * (inp + out)))
     seqs = _num(rows, "max_num_seqs", np.inf)
@@ -136,7 +155,8 @@ def physics(rows: pd.DataFrame, hardware: Mapping[str, Hardware], a: Assumptions
     slots = np.minimum(np.minimum(np.where(np.isfinite(seqs), seqs, np.inf), kv_conc),
                        np.where(np.isfinite(cap), cap, np.inf))
     return Physics(weights, kv_token, bandwidth, flops, params, inp, out, chunks, prefill,
-                   kv_conc, slots)
+                   kv_conc, slots, step_s, np.asarray(a.sequence_overhead_ms, float) / 1e3,
+                   np.asarray(a.request_overhead_ms, float) / 1e3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,8 +188,9 @@ def at_rate(ph: Physics, rate: np.ndarray, iterations: int = 40) -> Level:
     tpot99 = step + _poisson_quantile(arrivals, Z99) * stall
     # Its own prefill (chunks interleaved with the decode steps) plus an M/M/1 wait.
     own = ph.chunks * np.maximum(ph.prefill_s / ph.chunks, step) + step / 2.0
+    own = own + ph.request_s
     ttft50, ttft99 = own + _wait(ph.prefill_s, rho, 0.5), own + _wait(ph.prefill_s, rho, 0.99)
-    stable = (rho < 1.0) & (batch <= ph.slots)
+    stable = (rho < 1.0) & (batch <= ph.slots) & (rate * ph.request_s < 1.0)
     return Level(rate, batch, stable, ttft50, ttft99, tpot50, tpot99)
 
 
@@ -209,9 +230,9 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
     clients = np.maximum(np.asarray(clients, float), 1.0)
     batch = np.minimum(clients, ph.slots)
     step = ph.decode_s(batch)
-    own = ph.chunks * np.maximum(ph.prefill_s / ph.chunks, step) + step / 2.0
+    own = ph.chunks * np.maximum(ph.prefill_s / ph.chunks, step) + step / 2.0 + ph.request_s
     cycle = own + ph.out * step
-    demand = ph.prefill_s + ph.out * step / batch
+    demand = np.maximum(ph.prefill_s + ph.out * step / batch, ph.request_s)
     rate = np.minimum(clients / cycle, 1.0 / demand)
     rho = np.clip(rate * ph.prefill_s, 0.0, 0.95)
     tpot = step / (1.0 - rho)  # decode steps wait while prompts are prefilled
@@ -228,9 +249,13 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
                  step + count(arrivals, Z50) * stall, step + count(arrivals, Z99) * stall)
 
 
-def capacity_closed(ph: Physics, slo: Slo, max_clients: np.ndarray) -> tuple[np.ndarray, Level]:
+def capacity_closed(ph: Physics, slo: Slo, max_clients: np.ndarray,
+                    low: np.ndarray | None = None, precision: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, Level]:
     """The throughput at the most clients (up to MAX_CLIENTS, as a closed-loop search) whose
-    estimated p99s meet SLO (0 where one client misses it), and the level there."""
+    estimated p99s meet SLO (0 where one client misses it), and the level there. Rows with a
+    search's LOW and PRECISION report the level that search would (searched_clients): like for
+    like with a measured capacity, which is the last concurrency it saw pass, not the boundary."""
     def ok(c: np.ndarray) -> np.ndarray:
         lv = at_clients(ph, c)
         return (lv.ttft_p99_s * 1e3 <= slo.ttft_p99_ms) & (lv.tpot_p99_s * 1e3 <= slo.tpot_p99_ms)
@@ -243,8 +268,47 @@ def capacity_closed(ph: Physics, slo: Slo, max_clients: np.ndarray) -> tuple[np.
         good = ok(2.0 ** mid)
         lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
     clients = np.where(top, 2.0 ** np.log2(np.maximum(max_clients, 1.0)), 2.0 ** lo)
+    if low is not None and precision is not None:
+        grid = np.isfinite(low) & np.isfinite(precision)
+        if grid.any():
+            seen = searched_clients(ok, np.where(grid, low, 1.0), max_clients,
+                                    np.where(grid, precision, 0.25))
+            held_lo = np.where(grid, np.isfinite(seen), held_lo)
+            clients = np.where(grid & np.isfinite(seen), seen, clients)
     op = at_clients(ph, clients)
     return np.where(held_lo, op.rate, 0.0), op
+
+
+def searched_clients(ok, low: np.ndarray, high: np.ndarray, precision: np.ndarray
+                     ) -> np.ndarray:
+    """Per row, the last concurrency a closed-loop search (bench.search.double_then_bisect as
+    bench.capacity_search.Search runs it: doubling from LOW, reaching HIGH, then bisecting by
+    whole halves until fail <= pass x (1 + PRECISION) or they are adjacent) sees pass, where OK
+    says which concurrencies pass; NaN where LOW fails. Vectorised: every row steps at once."""
+    low, high = np.floor(low), np.floor(high)
+    good, bad = np.full(len(low), np.nan), np.full(len(low), np.nan)
+    x, climbing = low.copy(), np.ones(len(low), bool)
+    for _ in range(64):  # the climb: at most log2(high / low) + 2 probes
+        climbing &= x <= high
+        if not climbing.any():
+            break
+        passed = ok(x)
+        bad = np.where(climbing & ~passed, x, bad)
+        good = np.where(climbing & passed, x, good)
+        nxt = np.where((good < high) & (high < 2 * x), high, 2 * x)
+        climbing &= passed
+        x = np.where(climbing, nxt, x)
+    for _ in range(64):  # the bisection, where both ends were seen
+        open_ = np.isfinite(good) & np.isfinite(bad)
+        mid = np.floor((np.nan_to_num(good) + np.nan_to_num(bad)) / 2.0)
+        open_ &= ~((bad <= good * (1 + precision)) | (bad - good <= 1))
+        open_ &= (good < mid) & (mid < bad)
+        if not open_.any():
+            break
+        passed = ok(np.where(open_, mid, 1.0))
+        good = np.where(open_ & passed, mid, good)
+        bad = np.where(open_ & ~passed, mid, bad)
+    return good
 
 
 def limiting(ph: Physics, rate: np.ndarray, slo: Slo) -> np.ndarray:
@@ -291,7 +355,8 @@ def estimate(rows: pd.DataFrame, hardware: Mapping[str, Hardware], profiles: Seq
         slo = Slo.of(profile)
         rate, op = capacity(ph, slo)
         if closed.any():  # rows measured by a closed loop are estimated as one
-            c_rate, c_op = capacity_closed(ph, slo, max_clients)
+            c_rate, c_op = capacity_closed(ph, slo, max_clients, _num(rows, "search_min", np.nan),
+                                           _num(rows, "search_precision", np.nan))
             rate = np.where(closed, c_rate, rate)
             op = Level(*(np.where(closed, getattr(c_op, f), getattr(op, f))
                          for f in Level.__slots__))
@@ -319,7 +384,9 @@ def estimate(rows: pd.DataFrame, hardware: Mapping[str, Hardware], profiles: Seq
         frame["prefill_ms"] = ph.prefill_s * 1e3
         frames.append(frame)
     out = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=keep)
-    out.attrs["assumptions"] = a.to_dict()
+    # Per-row assumptions (catalog/physical.py's fits) are described by whoever fitted them.
+    out.attrs["assumptions"] = (a.to_dict() if all(np.ndim(v) == 0 for v in asdict(a).values())
+                                else {"text": "roofline with per-row fitted physics"})
     return out
 
 

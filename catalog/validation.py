@@ -16,6 +16,7 @@ import pandas as pd
 from catalog.calibration import error_table, leave_one_deployment_out
 from catalog.estimates import METRICS, estimates_table, measured_points, workload_rows
 from catalog.measure_order import candidates, priorities
+from catalog.physical import level_rows, physical_leave_one_out
 from catalog.recommend import build_deployments
 from catalog.roofline import estimate
 from servecat.hardware import Hardware
@@ -57,11 +58,18 @@ def measured(summary: pd.DataFrame, hardware_path: str | Path,
 
 
 def held_out_errors(m: Measured, hardware: Mapping[str, Hardware],
-                    profiles: Sequence[Profile], model: str = "ridge"
+                    profiles: Sequence[Profile], model: str = "physical"
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-row held-out predictions, the error table per metric and profile)."""
-    est = estimate(workload_rows(m.summary), hardware, profiles)
-    held = leave_one_deployment_out(est, m.points, METRICS, model=model)
+    """(per-row held-out predictions, the error table per metric and profile). MODEL:
+    `physical` (catalog/physical.py, the estimates' own), or `ridge`/`factor` (regressions of
+    the operating points, catalog/calibration.py) for comparison."""
+    rows = workload_rows(m.summary)
+    if model == "physical":
+        held = physical_leave_one_out(rows, level_rows(m.summary), m.points, hardware,
+                                      profiles, METRICS)
+    else:
+        held = leave_one_deployment_out(estimate(rows, hardware, profiles), m.points, METRICS,
+                                        model=model)
     return held, error_table(held)
 
 
@@ -82,7 +90,8 @@ def sensor_order(m: Measured, hardware: Mapping[str, Hardware], profiles: Sequen
     while len(done) < len(names) and not (stop is not None and stop <= set(done)):
         dep = m.deployments[m.deployments["deployment"].astype(str).isin(done)]
         pts = m.points[m.points["deployment"].astype(str).isin(done)]
-        est = estimates_table(configs, pts, hardware, profiles)
+        est = estimates_table(configs, pts, hardware, profiles,
+                              summary=m.summary[m.summary["deployment"].astype(str).isin(done)])
         pri = priorities(candidates(est, dep), profiles, draws, seed + len(done))
         pri = pri[~pri["deployment"].isin(done)]
         done.append(str(pri["deployment"].iat[0]) if len(pri) else

@@ -52,7 +52,8 @@ def show_cmd(spec: Path, store: str | None, profile_name: str | None, top: int,
                                    f"{', '.join(p.name for p in profiles)})")
     root = store or os.environ.get("SERVECAT_STORE", ".servecat/store")
     points = measured_points_of(root, profiles)
-    rows = estimates_table(exp.configs, points, table, profiles)
+    rows = estimates_table(exp.configs, points, table, profiles,
+                           summary=summary_rows(root) if points is not None else None)
     if profile_name:
         rows = rows[rows["profile"] == profile_name]
     if out is not None:
@@ -72,9 +73,12 @@ def show_cmd(spec: Path, store: str | None, profile_name: str | None, top: int,
               help="Folder with summary.parquet (default tests/fixtures/validation).")
 @click.option("--seeds", type=int, default=20, show_default=True,
               help="Random orders the sensor's order is compared with.")
-@click.option("--model", type=click.Choice(["ridge", "factor"]), default="ridge",
-              show_default=True, help="Calibration: ridge over roofline features, or one "
-                                      "factor per hardware x engine x quantization.")
+@click.option("--model", type=click.Choice(["physical", "ridge", "factor"]),
+              default="physical", show_default=True,
+              help="Calibration: the roofline's efficiencies and overheads fitted on the "
+                   "measured load levels (what the estimates use), or for comparison a ridge "
+                   "over roofline features, or one factor per hardware x engine x "
+                   "quantization, each fitted on the operating points.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def validate_cmd(fixture: Path | None, seeds: int, model: str, as_json: bool) -> None:
     """Leave-one-deployment-out MAPE (roofline and calibrated) and 95%-interval coverage per

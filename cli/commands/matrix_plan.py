@@ -120,7 +120,8 @@ def measure_first(configs, durations, table, root: str, budget: int):
 
     profiles = load_profiles()
     points = measured_points_of(root, profiles)
-    est = estimates_table(configs, points, table, profiles)
+    est = estimates_table(configs, points, table, profiles,
+                          summary=summary_rows(root) if points is not None else None)
     measured = None
     if points is not None:
         from catalog.recommend import build_deployments

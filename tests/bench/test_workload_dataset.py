@@ -66,6 +66,24 @@ def test_synthetic_prompts_have_exact_lengths(spec, tokenizer_path):
     assert [p.text for p in again] == [p.text for p in prompts]  # seeded
 
 
+def test_each_load_level_has_new_prompts_of_the_same_lengths(tokenizer_path):
+    # A capacity search's probes run on one server: a prompt seen at one level would be a
+    # prefix-cache hit at the next.
+    tok = Tokenizer(tokenizer_path)
+    fields = parse_length_spec("uniform:5:60", "input") | parse_length_spec("8", "output")
+    levels = [Workload(concurrency=c, seed=3, **fields) for c in (1, 2, 16)]
+    levels.append(Workload(load="rate", rate=2.5, seed=3, **fields))
+    prompts = [synthetic_prompts(w, tok, 50) for w in levels]
+    for i, a in enumerate(prompts):
+        assert [p.input_tokens for p in a] == [p.input_tokens for p in prompts[0]]
+        for b in prompts[i + 1:]:
+            assert not {p.text for p in a} & {p.text for p in b}
+            firsts = {tuple(tok.encode(p.text)[:4]) for p in a}
+            assert len(firsts & {tuple(tok.encode(p.text)[:4]) for p in b}) <= 1
+    other_seed = synthetic_prompts(Workload(concurrency=1, seed=4, **fields), tok, 50)
+    assert not {p.text for p in other_seed} & {p.text for p in prompts[0]}
+
+
 def test_shared_prefix_prompts(tokenizer_path):
     tok = Tokenizer(tokenizer_path)
     w = Workload(concurrency=1, input_tokens=40, shared_prefix_tokens=30, api="chat")

@@ -28,7 +28,8 @@ def test_the_fixture_is_the_validation_matrix(measured):
     assert set(deployments["max_num_batched_tokens"]) >= {256, 512}
     assert set(s["lengths"]) == {"chat", "summarize"}
     assert s["search"].fillna(False).astype(bool).any()  # capacity searches, not a fixed grid
-    assert (s["status"] == "ok").sum() >= 100
+    assert (s["status"] == "ok").sum() >= 400
+    assert s["search_max"].max() >= 64 and (s["requests"] >= s["search_max"]).all()
 
 
 def test_held_out_calibration_beats_the_roofline_and_its_intervals_cover(measured):
@@ -38,7 +39,18 @@ def test_held_out_calibration_beats_the_roofline_and_its_intervals_cover(measure
     # Every bracketed measurement is predicted once, from the other deployments only.
     assert len(cap) == len(bracketed)
     table = errors[errors["profile"] == "all"].set_index("metric")
-    assert table.loc["capacity_rps", "mape_calibrated"] < table.loc["capacity_rps",
-                                                                     "mape_roofline"] / 3
-    assert table.loc["capacity_rps", "coverage_rows"] >= 0.8
-    assert pd.notna(table.loc["tpot_p50_ms", "mape_calibrated"])
+    # Measured on this fixture (README): capacity 66% -> 28%, p50 TPOT 112% -> 41%, coverage
+    # 89% / 92%. The bounds leave room for a refit's numerical noise, not for a worse model.
+    for metric, most in (("capacity_rps", 0.32), ("tpot_p50_ms", 0.46)):
+        assert table.loc[metric, "mape_calibrated"] < most
+        assert table.loc[metric, "mape_calibrated"] < table.loc[metric, "mape_roofline"] / 2
+        assert 0.85 <= table.loc[metric, "coverage_rows"] <= 0.99
+
+
+def test_the_fixture_has_no_prefix_cache_flattery(measured):
+    # Each probe's prompts are new to the server (bench/dataset.prompt_seed): were they not,
+    # every probe after the first would find its prompts in the prefix cache.
+    s = measured.summary
+    hits = pd.to_numeric(s["server_prefix_cache_hits"], errors="coerce").sum()
+    queries = pd.to_numeric(s["server_prefix_cache_queries"], errors="coerce").sum()
+    assert queries > 1e6 and hits / queries < 0.005  # measured: 11,024 of 7.5 million

@@ -1,0 +1,213 @@
+"""Calibrate the roofline's physics, not its answers: per hardware × engine × quantization, fit
+the five quantities the roofline (catalog/roofline.py) assumes — the share of memory bandwidth a
+decode step reaches, the share of peak FLOPs a prefill reaches, and the framework's time per
+step, per sequence in a step and per request — to every load level measured, then estimate with them.
+
+Why the physics rather than a regression of each answer (catalog/calibration.py's `ridge` and
+`factor`): a capacity is where a latency crosses an SLO, a threshold of the physics. A
+regression of log capacity on features has to learn that threshold from a few dozen operating
+points; the load levels under it are ten times as many, and each says what one step costs at
+one batch. On a small host the framework's overhead sets a small model's step, which no
+bandwidth factor can express. Fitted on those levels, the roofline's own queueing and the
+search's own grid (roofline.searched_clients) turn the physics into capacities like for like.
+
+The 95% prediction interval of each metric and profile: the spread of log(estimate / measured)
+over the measured operating points (those of the deployments fitted on), by Student's t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import least_squares
+
+from catalog.calibration import KEY, MIN_LOG_SD, PRIOR_LOG_SD, t_quantile
+from catalog.roofline import Assumptions, at_clients, estimate, physics
+from servecat.hardware import Hardware
+from servecat.profiles import Profile
+
+# The physics is fitted per group, narrowest first (fitted_assumptions): a model's framework
+# overhead and a size's compute share differ too much to share one fit (tiny vs small on this
+# CPU: the step is 2-4 ms of overhead against 10-40 ms of arithmetic).
+GROUP = ("hardware", "engine", "quantization", "model")
+PARAMS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms",
+          "sequence_overhead_ms", "request_overhead_ms")
+# The fit's range per parameter. An efficiency is a share of the hardware table's figure, and
+# a table may understate a host (configs/hardware.yaml's `cpu`: 0.2 TFLOPs and 20 GB/s for
+# any 2-vCPU host, where this AVX-512 one fits ~3x both): up to 20x. Overheads from nothing to
+# a second.
+LOWER = np.log([1e-4, 1e-4, 1e-4, 1e-5, 1e-4])
+UPPER = np.log([20.0, 20.0, 1e3, 1e3, 1e3])
+START = np.log([0.5, 0.3, 1.0, 0.1, 1.0])
+# What a load level says about the physics: its step (p50 TPOT), its prefill and queueing (p50
+# TTFT) and its throughput.
+LEVEL_METRICS = ("tpot_p50_ms", "ttft_p50_ms", "requests_per_s")
+MIN_LEVELS = 6  # fewer levels than this in a group: the group takes the pooled fit
+
+
+def level_rows(summary: pd.DataFrame | None) -> pd.DataFrame:
+    """The closed-loop load levels of SUMMARY a fit can use: measured (status ok, valid), at a
+    concurrency, with every LEVEL_METRICS figure positive."""
+    if summary is None or summary.empty or "load" not in summary:
+        return pd.DataFrame()
+    s = summary
+    keep = s["load"].astype(str).eq("concurrency").to_numpy().copy()
+    if "status" in s:
+        keep &= s["status"].astype(str).eq("ok").to_numpy()
+    if "valid" in s:
+        keep &= s["valid"].fillna(True).astype(bool).to_numpy()
+    for c in ("concurrency", *LEVEL_METRICS):
+        v = pd.to_numeric(s[c], errors="coerce").to_numpy(float) if c in s else np.nan
+        keep &= np.isfinite(v) & (v > 0)
+    return s[keep].reset_index(drop=True)
+
+
+def _assumptions(theta: np.ndarray, base: Assumptions) -> Assumptions:
+    v = np.exp(theta)
+    return replace(base, **dict(zip(PARAMS, (float(x) for x in v), strict=True)))
+
+
+def _residuals(theta: np.ndarray, levels: pd.DataFrame, hardware: Mapping[str, Hardware],
+               base: Assumptions) -> np.ndarray:
+    ph = physics(levels, hardware, _assumptions(theta, base))
+    lv = at_clients(ph, pd.to_numeric(levels["concurrency"]).to_numpy(float))
+    got = (lv.tpot_p50_s * 1e3, lv.ttft_p50_s * 1e3, lv.rate)
+    return np.concatenate([np.log(np.maximum(g, 1e-12))
+                           - np.log(pd.to_numeric(levels[m]).to_numpy(float))
+                           for g, m in zip(got, LEVEL_METRICS, strict=True)])
+
+
+def fit_physics(levels: pd.DataFrame, hardware: Mapping[str, Hardware],
+                base: Assumptions | None = None) -> Assumptions:
+    """The PARAMS that best explain LEVELS (level_rows), least squares on the logs with a soft
+    L1 loss (one noisy level must not drag the step of all the others)."""
+    base = base or Assumptions()
+    res = least_squares(_residuals, START, bounds=(LOWER, UPPER), loss="soft_l1", f_scale=0.2,
+                        args=(levels, hardware, base), max_nfev=200)
+    return _assumptions(res.x, base)
+
+
+def fitted_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
+                       hardware: Mapping[str, Hardware], base: Assumptions | None = None
+                       ) -> tuple[Assumptions, np.ndarray]:
+    """Per row of ROWS, its group's fitted physics (arrays in one Assumptions) and how it was
+    fitted: `physical` (its own group: its model on its hardware × engine × quantization),
+    `physical (pooled)` (a wider group, where its own has too few levels) or `prior`
+    (nothing measured)."""
+    base = base or Assumptions()
+    values = {p: np.full(len(rows), getattr(base, p), float) for p in PARAMS}
+    how = np.full(len(rows), "prior", dtype=object)
+    if levels.empty:
+        return replace(base, **values), how
+    levels = levels.reset_index(drop=True)
+    cache: dict[tuple, Assumptions] = {}
+
+    def fitted(mask: np.ndarray, key: tuple) -> Assumptions:
+        if key not in cache:
+            cache[key] = fit_physics(levels[mask].reset_index(drop=True), hardware, base)
+        return cache[key]
+
+    # From the narrowest group with enough levels to the widest: the deployment's model on its
+    # hardware × engine × quantization, then any model there, then the hardware × engine, then
+    # every level.
+    lv_keys = [_keys(levels, GROUP[:k]) for k in range(len(GROUP), 0, -1)]
+    row_keys = [_keys(rows, GROUP[:k]) for k in range(len(GROUP), 0, -1)]
+    for _, idx in pd.Series(range(len(rows))).groupby(row_keys[0].to_numpy(),
+                                                      sort=False).groups.items():
+        first = int(np.asarray(idx)[0])
+        for depth, (lk, rk) in enumerate(zip(lv_keys, row_keys, strict=True)):
+            mine = lk.to_numpy() == rk.iat[first]
+            if mine.sum() >= MIN_LEVELS:
+                a = fitted(mine, (depth, rk.iat[first]))
+                label = "physical" if depth == 0 else "physical (pooled)"
+                break
+        else:
+            if len(levels) < MIN_LEVELS:
+                continue
+            a, label = fitted(np.ones(len(levels), bool), ("all",)), "physical (pooled)"
+        for p in PARAMS:
+            values[p][np.asarray(idx)] = getattr(a, p)
+        how[np.asarray(idx)] = label
+    return replace(base, **values), how
+
+
+def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.DataFrame,
+                       hardware: Mapping[str, Hardware], profiles: Sequence[Profile],
+                       metrics: Sequence[str], base: Assumptions | None = None) -> pd.DataFrame:
+    """As catalog.calibration.calibrate's output, for workload ROWS (deployment × length
+    profile): the bare roofline's metrics, and `<metric>_est/_lo/_hi/_fit` from the physics
+    fitted on LEVELS, the interval from the misses on MEASURED (KEY + metrics) of the fitted
+    deployments."""
+    base = base or Assumptions()
+    bare = estimate(rows, hardware, profiles, base)
+    a, how = fitted_assumptions(rows, levels, hardware, base)
+    est = estimate(rows, hardware, profiles, a)
+    out = bare.copy()
+    fitted_on = set(levels["deployment"].astype(str)) if len(levels) else set()
+    per_row = np.tile(how, len(profiles))  # estimate() stacks one block of ROWS per profile
+    joined = est[list(KEY)].merge(measured[[*KEY, *metrics]], on=list(KEY), how="left")
+    train = joined["deployment"].astype(str).isin(fitted_on).to_numpy()
+    for m in metrics:
+        point = est[m].to_numpy(float)
+        y = pd.to_numeric(joined[m], errors="coerce").to_numpy(float)
+        lo, hi = np.full(len(est), np.nan), np.full(len(est), np.nan)
+        for _, idx in est.groupby("profile", sort=False).indices.items():
+            ok = train[idx] & np.isfinite(y[idx]) & (y[idx] > 0) & (point[idx] > 0)
+            miss = np.log(point[idx][ok]) - np.log(y[idx][ok])
+            if len(miss) >= 2:
+                sd = max(float(np.sqrt(np.mean(miss ** 2))), MIN_LOG_SD)
+                q, se = t_quantile(float(len(miss) - 1)), sd * np.sqrt(1.0 + 1.0 / len(miss))
+            else:
+                q, se = 1.959964, PRIOR_LOG_SD
+            with np.errstate(divide="ignore"):
+                lo[idx], hi[idx] = point[idx] * np.exp(-q * se), point[idx] * np.exp(q * se)
+        out[f"{m}_est"], out[f"{m}_lo"], out[f"{m}_hi"] = point, lo, hi
+        out[f"{m}_fit"] = per_row
+    out.attrs["assumptions"] = {**base.to_dict(), "text": (
+        base.describe().replace("no framework overhead", "framework overhead per step and per "
+                                "sequence")
+        + "; efficiencies and overheads fitted per hardware x engine x quantization on the "
+          "measured load levels (catalog/physical.py)")}
+    return out
+
+
+def physical_leave_one_out(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.DataFrame,
+                           hardware: Mapping[str, Hardware], profiles: Sequence[Profile],
+                           metrics: Sequence[str]) -> pd.DataFrame:
+    """catalog.calibration.leave_one_deployment_out for the physical fit: each measured
+    deployment estimated from the physics and misses of the others only."""
+    have = measured.dropna(subset=list(metrics), how="all")
+    parts = []
+    for d in dict.fromkeys(have["deployment"].astype(str)):
+        mine = rows[rows["deployment"].astype(str) == d]
+        if mine.empty:
+            continue
+        others = levels[levels["deployment"].astype(str) != d] if len(levels) else levels
+        # The interval's misses come from the others' own estimates, fitted without D.
+        rest = rows[rows["deployment"].astype(str) != d]
+        cal = physical_calibrate(pd.concat([mine, rest], ignore_index=True), others,
+                                 measured[measured["deployment"].astype(str) != d],
+                                 hardware, profiles, metrics)
+        cal = cal[cal["deployment"].astype(str) == d]
+        got_all = have[have["deployment"].astype(str) == d]
+        for m in metrics:
+            got = got_all[[*KEY, m]].rename(columns={m: "measured"}).merge(
+                cal[[*KEY, m, f"{m}_est", f"{m}_lo", f"{m}_hi"]], on=list(KEY))
+            parts.append(pd.DataFrame({
+                **{k: got[k] for k in KEY}, "metric": m, "measured": got["measured"],
+                "roofline": got[m], "estimate": got[f"{m}_est"], "lo": got[f"{m}_lo"],
+                "hi": got[f"{m}_hi"]}))
+    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return out[np.isfinite(out["measured"]) & (out["measured"] > 0)] if len(out) else out
+
+
+def _keys(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.Series:
+    parts = [frame[c].astype(str) if c in frame else pd.Series("", index=frame.index)
+             for c in columns]
+    key = parts[0]
+    for p in parts[1:]:
+        key = key + "/" + p
+    return key.reset_index(drop=True)

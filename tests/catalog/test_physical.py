@@ -1,0 +1,107 @@
+"""The roofline's physics fitted on measured load levels (catalog/physical.py), and the closed-
+loop search the estimate reproduces (catalog.roofline.searched_clients)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.capacity_search import Search
+from bench.search import double_then_bisect
+from catalog.estimates import METRICS, estimates_table
+from catalog.physical import PARAMS, fit_physics, fitted_assumptions, level_rows, physical_calibrate
+from catalog.roofline import Assumptions, at_clients, physics, searched_clients
+from servecat.hardware import load_hardware
+from servecat.profiles import load_profiles
+from tests.catalog.test_estimates import configs
+
+HW = load_hardware()
+PROFILES = load_profiles()
+# A host whose framework costs more than its bytes: what a small model on a CPU looks like.
+TRUE = Assumptions(bandwidth_efficiency=0.3, compute_efficiency=0.15, step_overhead_ms=2.0,
+                   sequence_overhead_ms=0.3, request_overhead_ms=4.0)
+CONCURRENCIES = (1, 2, 4, 8, 16, 32)
+
+
+def measured_levels(cfg: pd.DataFrame, truth: Assumptions = TRUE, noise: float = 0.0,
+                    seed: int = 0) -> pd.DataFrame:
+    """Closed-loop summary rows of CFG at CONCURRENCIES as TRUTH's physics has them, each
+    figure times a log-normal NOISE."""
+    rows = cfg.loc[cfg.index.repeat(len(CONCURRENCIES))].reset_index(drop=True)
+    rows["concurrency"] = np.tile(CONCURRENCIES, len(cfg))
+    rows["load"], rows["status"], rows["valid"] = "concurrency", "ok", True
+    lv = at_clients(physics(rows, HW, truth), rows["concurrency"].to_numpy(float))
+    rng = np.random.default_rng(seed)
+    for name, v in (("tpot_p50_ms", lv.tpot_p50_s * 1e3), ("ttft_p50_ms", lv.ttft_p50_s * 1e3),
+                    ("requests_per_s", lv.rate)):
+        rows[name] = v * np.exp(rng.normal(0.0, noise, len(rows)))
+    return rows
+
+
+@pytest.mark.parametrize("precision", [0.25, 0.1, 0.5])
+def test_the_estimated_search_stops_where_the_real_search_does(precision):
+    search = Search("concurrency", 1, 64, ("p",), precision)
+    thresholds = np.arange(0, 80, dtype=float)  # every row passes up to its own threshold
+
+    def ok(c: np.ndarray) -> np.ndarray:
+        return c <= thresholds
+
+    got = searched_clients(ok, np.ones(len(thresholds)), np.full(len(thresholds), 64.0),
+                           np.full(len(thresholds), precision))
+    for t, g in zip(thresholds, got, strict=True):
+        good, _ = double_then_bisect(lambda x, t=t: x <= t, 1, 64, snap=search.snap,
+                                     tight=search.tight, reach_maximum=True)
+        assert (good is None and np.isnan(g)) or good == g, (t, good, g)
+
+
+def test_the_fit_recovers_the_physics_that_made_the_levels():
+    cfg = configs()
+    a = fit_physics(measured_levels(cfg[cfg["quantization"] == "fp32"]), HW)
+    # What is identified is the figures: the fitted physics reproduces every level.
+    probe = measured_levels(cfg)
+    got = at_clients(physics(probe, HW, a), probe["concurrency"].to_numpy(float))
+    assert np.allclose(got.tpot_p50_s * 1e3, probe["tpot_p50_ms"], rtol=0.05)
+    assert np.allclose(got.rate, probe["requests_per_s"], rtol=0.05)
+    assert math.isclose(a.step_overhead_ms, TRUE.step_overhead_ms, rel_tol=0.2)
+
+
+def test_each_quantization_gets_its_own_physics_and_a_group_without_levels_the_pooled_one():
+    cfg = configs()
+    slow = replace(TRUE, step_overhead_ms=6.0)
+    lv = pd.concat([measured_levels(cfg[cfg["quantization"] == "fp32"]),
+                    measured_levels(cfg[cfg["quantization"] == "int8"], slow)])
+    a, how = fitted_assumptions(cfg, level_rows(lv), HW)
+    q = cfg["quantization"].to_numpy()
+    assert set(how[q == "fp32"]) == {"physical"} and set(how[q == "bf16"]) == {
+        "physical (pooled)"}
+    assert np.allclose(a.step_overhead_ms[q == "fp32"], 2.0, rtol=0.2)
+    assert np.allclose(a.step_overhead_ms[q == "int8"], 6.0, rtol=0.2)
+    nothing, how = fitted_assumptions(cfg, level_rows(None), HW)
+    assert set(how) == {"prior"} and all(np.all(getattr(nothing, p) == getattr(
+        Assumptions(), p)) for p in PARAMS)
+
+
+def test_estimates_fitted_on_levels_predict_an_unmeasured_deployment_inside_their_interval():
+    cfg = configs()
+    lv = measured_levels(cfg, noise=0.05)
+    held_out = "d4"
+    truth = physical_calibrate(cfg, measured_levels(cfg), pd.DataFrame(
+        columns=["deployment", "lengths", "profile", *METRICS]), HW, PROFILES, METRICS)
+    points = truth[["deployment", "lengths", "profile"]].assign(
+        capacity_status="bracketed", **{m: truth[f"{m}_est"] for m in METRICS})
+    train = lv[lv["deployment"] != held_out]
+    table = estimates_table(cfg, points[points["deployment"] != held_out], HW, PROFILES,
+                            summary=train)
+    mine = table[table["deployment"] == held_out].set_index("profile")
+    want = truth[truth["deployment"] == held_out].set_index("profile")
+    assert set(mine["fit"]) == {"physical"} and not mine["measured"].any()
+    for m in ("capacity_rps", "tpot_p50_ms"):
+        assert np.allclose(mine[m], want[f"{m}_est"], rtol=0.15), m
+        assert ((mine[f"{m}_lo"] <= want[f"{m}_est"]) & (want[f"{m}_est"] <= mine[f"{m}_hi"])
+                ).all(), m
+    # Without levels the estimate is the ridge's, as before.
+    assert set(estimates_table(cfg, None, HW, PROFILES)["fit"]) == {"prior"}
