@@ -186,9 +186,9 @@ def physical_leave_one_out(rows: pd.DataFrame, levels: pd.DataFrame, measured: p
         if mine.empty:
             continue
         others = levels[levels["deployment"].astype(str) != d] if len(levels) else levels
-        # The interval's misses come from the others' own estimates, fitted without D.
-        rest = rows[rows["deployment"].astype(str) != d]
-        cal = physical_calibrate(pd.concat([mine, rest], ignore_index=True), others,
+        # D's physics and the interval's misses (the others' own estimates) both come from a
+        # fit without D's levels and operating points.
+        cal = physical_calibrate(rows, others,
                                  measured[measured["deployment"].astype(str) != d],
                                  hardware, profiles, metrics)
         cal = cal[cal["deployment"].astype(str) == d]

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import click
 
@@ -51,9 +52,9 @@ def show_cmd(spec: Path, store: str | None, profile_name: str | None, top: int,
         raise click.ClickException(f"--profile {profile_name}: no such profile (known: "
                                    f"{', '.join(p.name for p in profiles)})")
     root = store or os.environ.get("SERVECAT_STORE", ".servecat/store")
-    points = measured_points_of(root, profiles)
-    rows = estimates_table(exp.configs, points, table, profiles,
-                           summary=summary_rows(root) if points is not None else None)
+    store_now = store_measurements(root, profiles)
+    rows = estimates_table(exp.configs, store_now.points, table, profiles,
+                           summary=store_now.rows if store_now.points is not None else None)
     if profile_name:
         rows = rows[rows["profile"] == profile_name]
     if out is not None:
@@ -136,16 +137,24 @@ def summary_rows(root: str):
     return rows.rename(columns={"status_reason": "skip_reason"}).reset_index(drop=True)
 
 
-def measured_points_of(root: str, profiles):
-    """measured_points of the store at ROOT (None when it holds no measurement)."""
+class StoreMeasurements(NamedTuple):
+    """What the store at a root holds, read once: its summary rows, and (None when nothing is
+    measured) the measured operating points and deployments built from them."""
+
+    rows: object  # pd.DataFrame
+    points: object | None
+    deployments: object | None
+
+
+def store_measurements(root: str, profiles) -> StoreMeasurements:
     from catalog.estimates import measured_points
     from catalog.recommend import build_deployments
 
     rows = summary_rows(root)
     if rows.empty or not (rows["status"] == "ok").any():
-        return None
+        return StoreMeasurements(rows, None, None)
     cat = build_deployments(rows, None, HARDWARE, profiles)
-    return measured_points(cat.deployments, cat.levels)
+    return StoreMeasurements(rows, measured_points(cat.deployments, cat.levels), cat.deployments)
 
 
 def as_text(rows, top: int) -> str:

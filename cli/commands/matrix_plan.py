@@ -115,19 +115,15 @@ def measure_first(configs, durations, table, root: str, budget: int):
     from bench.plan import Assumptions, deployment_hours
     from catalog.estimates import estimates_table
     from catalog.measure_order import candidates, priorities
-    from cli.commands.estimate import HARDWARE, measured_points_of, summary_rows
+    from cli.commands.estimate import store_measurements
     from servecat.profiles import load_profiles
 
     profiles = load_profiles()
-    points = measured_points_of(root, profiles)
+    store = store_measurements(root, profiles)
+    points = store.points
     est = estimates_table(configs, points, table, profiles,
-                          summary=summary_rows(root) if points is not None else None)
-    measured = None
-    if points is not None:
-        from catalog.recommend import build_deployments
-
-        measured = build_deployments(summary_rows(root), None, HARDWARE, profiles).deployments
-    order = priorities(candidates(est, measured), profiles).head(budget)
+                          summary=store.rows if points is not None else None)
+    order = priorities(candidates(est, store.deployments), profiles).head(budget)
     hours = deployment_hours(configs, durations, table, Assumptions())
     price = {n: h.on_demand_usd_per_hour for n, h in table.items()}
     per = hours.loc[order["deployment"]]
