@@ -164,5 +164,14 @@ def test_bf16_logprobs_barely_depend_on_prefix_cache_or_chunking(tiny_model, hf)
     for other in (cached, chunked):
         assert other.token_ids == first.token_ids
         for a, b in zip(first.logprobs, other.logprobs, strict=True):
-            assert [t for t, _ in a.top] == [t for t, _ in b.top]
-            assert max(abs(x - y) for (_, x), (_, y) in zip(a.top, b.top, strict=True)) < tol
+            # Same tokens, the same logprob each; two of them within TOL may trade places (or
+            # the N-th with the N+1-th), as AMX's bf16 rounding does to near-ties.
+            ta, tb = dict(a.top), dict(b.top)
+            assert a.top[0][0] == b.top[0][0]
+            for t in ta.keys() & tb.keys():
+                assert abs(ta[t] - tb[t]) < tol
+            for t in ta.keys() ^ tb.keys():
+                mine, cut = (ta, tb) if t in ta else (tb, ta)
+                assert abs(mine[t] - min(cut.values())) < tol
+            for (x, lx), (y, ly) in zip(a.top, b.top, strict=True):
+                assert x == y or abs(lx - ly) < tol  # a different token at a rank: a near-tie
