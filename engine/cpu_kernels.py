@@ -25,7 +25,8 @@ import torch  # first: the kernels' libgomp must resolve to the one PyTorch load
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "paged_attention.c"
+SOURCES = tuple(Path(__file__).parent / "csrc" / name
+                for name in ("paged_attention.c", "rms_norm.c"))
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
 
 
@@ -48,15 +49,15 @@ def _cpu_flags() -> str:
 
 
 def _build(cc: str) -> Path | None:
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), *FLAGS, cc, platform.machine(),
+    key = hashlib.sha256("\0".join([*(src.read_text() for src in SOURCES), *FLAGS, cc, platform.machine(),
                                     _cpu_flags()]).encode()).hexdigest()[:16]
-    lib = cache_dir() / f"paged_attention-{key}.so"
+    lib = cache_dir() / f"servecat-kernels-{key}.so"
     if lib.exists():
         return lib
     tmp = lib.with_name(f".{lib.name}.{os.getpid()}.tmp")
     try:
         lib.parent.mkdir(parents=True, exist_ok=True)
-        out = subprocess.run([cc, *FLAGS, "-o", str(tmp), str(SOURCE), "-lm"],
+        out = subprocess.run([cc, *FLAGS, "-o", str(tmp), *map(str, SOURCES), "-lm"],
                              capture_output=True, text=True, timeout=120)
         if out.returncode != 0:
             log.warning("CPU kernels not built (%s exited %d): %s; using PyTorch attention",
@@ -89,6 +90,9 @@ def library() -> ctypes.CDLL | None:
     fn.restype = ctypes.c_int
     fn.argtypes = ([ctypes.c_void_p] * 3 + [ctypes.c_int] + [ctypes.c_void_p] * 2
                    + [ctypes.c_int] * 8 + [ctypes.c_float, ctypes.c_void_p])
+    lib.rms_norm.restype = None
+    lib.rms_norm.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int] * 2 + [ctypes.c_float,
+                                                                         ctypes.c_int]
     return lib
 
 
@@ -122,3 +126,18 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     if rc != 0:
         raise MemoryError("paged_decode_attention could not allocate its work buffers")
     return out.to(q.dtype)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor | None:
+    """RMSNorm of X's rows in one pass (csrc/rms_norm.c), or None where the kernel does not
+    apply (no kernels, or not contiguous fp32/bf16 rows of the weight's length and dtype)."""
+    lib = library()
+    n = weight.shape[-1]
+    if (lib is None or x.dtype not in (torch.float32, torch.bfloat16) or weight.dtype != x.dtype
+            or not x.is_contiguous() or not weight.is_contiguous() or x.shape[-1] != n
+            or x.device.type != "cpu"):
+        return None
+    out = torch.empty_like(x)
+    lib.rms_norm(x.data_ptr(), weight.data_ptr(), out.data_ptr(), x.numel() // n, n, eps,
+                 int(x.dtype == torch.bfloat16))
+    return out

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from engine import cpu_kernels
 from engine.attention import AttentionMetadata, paged_attention
 from engine.quant import Linear, make_linear, native_bf16_cpu, packable
 
@@ -90,6 +91,9 @@ def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm computed in fp32 exactly as Hugging Face's Llama does."""
+    out = cpu_kernels.rms_norm(x, weight, eps)  # one pass on CPU; None where it does not apply
+    if out is not None:
+        return out
     if x.dtype == torch.float32:  # one fused kernel; same formula
         return F.rms_norm(x, weight.shape, weight, eps)
     # HF's order: normalise in fp32, round to the model dtype, then scale by the weight.

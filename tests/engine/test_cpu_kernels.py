@@ -76,6 +76,29 @@ def test_sliding_window(head_dim, window):
 
 
 @needs_kernels
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_peaked_and_flat_softmax(dtype):
+    # Scores 100x apart (exp underflows to its clamp) and all equal: the vector softmax's
+    # extremes, on 16-key tiles and their tails.
+    gen = torch.Generator().manual_seed(7)
+    block_size, num_blocks, heads, kv_heads, d = 16, 48, 6, 2, 64
+    k_cache = torch.randn(kv_heads, num_blocks, block_size, d, generator=gen).to(dtype)
+    v_cache = torch.randn(kv_heads, num_blocks, block_size, d, generator=gen).to(dtype)
+    lens = [32, 47, 200]
+    tables = [list(range(i * 16, i * 16 + 16)) for i in range(len(lens))]
+    for q in (torch.randn(len(lens), heads, d, generator=gen) * 40,
+              torch.zeros(len(lens), heads, d)):
+        q = q.to(dtype)
+        got = cpu_kernels.paged_decode_attention(
+            q, k_cache, v_cache, torch.tensor(tables, dtype=torch.int32),
+            torch.tensor(lens, dtype=torch.int32), d ** -0.5)
+        want = reference(q, k_cache, v_cache, tables, lens, block_size, d ** -0.5)
+        # Scores of ~300 carry ~3e-5 of fp32 rounding into the exponent: 1e-4, not 1e-5.
+        tol = 1e-4 if dtype == torch.float32 else 1e-2
+        torch.testing.assert_close(got.float(), want, atol=tol, rtol=tol)
+
+
+@needs_kernels
 def test_refuses_bad_inputs():
     pool = torch.zeros(1, 2, 16, 64)
     q = torch.zeros(1, 1, 64)
