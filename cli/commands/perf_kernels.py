@@ -1,6 +1,7 @@
 """`servecat perf kernels`: the engine's CPU kernels against the PyTorch paths they replace,
-on the small model's shapes: packed oneDNN linears vs `F.linear`, and the C decode attention
-vs gathering the blocks and multiplying in PyTorch (its best case: equal lengths, no mask)."""
+on the small model's shapes: packed oneDNN linears vs `F.linear`, the C decode attention
+vs gathering the blocks and multiplying in PyTorch (its best case: equal lengths, no mask),
+and the one-pass RMSNorm vs Hugging Face's formula in PyTorch."""
 
 from __future__ import annotations
 
@@ -74,13 +75,34 @@ def attention_rows(dtype, contexts: list[int], seqs: int = 64) -> list[dict]:
     return rows
 
 
+def rms_norm_rows(dtype, tokens: list[int], width: int = 768) -> list[dict]:
+    import torch
+
+    from engine import cpu_kernels
+
+    def hf(x, w, eps=1e-6):  # LlamaRMSNorm.forward, as transformers writes it
+        xf = x.float()
+        return w * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+    rows = []
+    for m in tokens:
+        x, w = torch.randn(m, width).to(dtype), torch.rand(width).to(dtype)
+        plain = best_ms(partial(hf, x, w))
+        ours = (best_ms(partial(cpu_kernels.rms_norm, x, w, 1e-6)) if cpu_kernels.available()
+                else None)
+        rows.append({"kernel": f"rms_norm {m}x{width}", "pytorch_ms": round(plain, 3),
+                     "ours_ms": None if ours is None else round(ours, 3)})
+    return rows
+
+
 @click.command("kernels")
 @click.option("--dtype", "dtypes", default="fp32,bf16", show_default=True)
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads [default: all cores].")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def perf_kernels(dtypes: str, threads: int | None, json_out: str | None) -> None:
-    """Packed linears and the C decode attention vs the PyTorch paths, small-model shapes."""
+    """Packed linears, the C decode attention and RMSNorm vs the PyTorch paths, small-model
+    shapes."""
     import os
 
     import torch
@@ -95,7 +117,8 @@ def perf_kernels(dtypes: str, threads: int | None, json_out: str | None) -> None
             raise click.BadParameter(f"{word!r} is not one of fp32, bf16", param_hint="--dtype")
         torch.manual_seed(0)
         for row in (linear_rows(names[word], [64, 512, 2048])
-                    + attention_rows(names[word], [128, 400])):
+                    + attention_rows(names[word], [128, 400])
+                    + rms_norm_rows(names[word], [2048])):
             ratio = (round(row["pytorch_ms"] / row["ours_ms"], 2) if row["ours_ms"] else None)
             rows.append({"dtype": word, **row, "speedup": ratio})
     click.echo("| dtype | kernel | PyTorch ms | ours ms | speed-up |")

@@ -17,7 +17,8 @@ def test_perf_kernels_table_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     kernels = [r["kernel"] for r in data["rows"]]
-    assert len(kernels) == 11 and sum(k.startswith("decode attention") for k in kernels) == 2
+    assert len(kernels) == 12 and sum(k.startswith("decode attention") for k in kernels) == 2
+    assert "rms_norm 2048x768" in kernels
     for r in data["rows"]:
         assert r["pytorch_ms"] > 0
         assert (r["ours_ms"] is not None) == (cpu_kernels.available() or
