@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SOURCES = tuple(Path(__file__).parent / "csrc" / name
                 for name in ("paged_attention.c", "rms_norm.c"))
+HEADERS = (Path(__file__).parent / "csrc" / "bf16.h",)
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-std=gnu11")
 
 
@@ -49,7 +50,8 @@ def _cpu_flags() -> str:
 
 
 def _build(cc: str) -> Path | None:
-    key = hashlib.sha256("\0".join([*(src.read_text() for src in SOURCES), *FLAGS, cc, platform.machine(),
+    texts = [f.read_text() for f in SOURCES + HEADERS]
+    key = hashlib.sha256("\0".join([*texts, *FLAGS, cc, platform.machine(),
                                     _cpu_flags()]).encode()).hexdigest()[:16]
     lib = cache_dir() / f"servecat-kernels-{key}.so"
     if lib.exists():

@@ -22,35 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* exp(x) for x <= 0 (softmax after subtracting the max), vectorizable under `omp simd`
- * (glibc's expf is not, without -ffast-math): x = n ln2 + r with ln2 split in two (Cody-Waite)
- * so r is exact, |r| <= ln2/2, and exp(r) by its degree-7 Taylor polynomial; scaled by 2^n
- * through the exponent bits. Max relative error 1.0e-7 over [-87, 0] (checked against
- * double-precision exp on 2M points). */
-static inline float exp_neg(float x) {
-    x = x < -87.0f ? -87.0f : x;
-    const float n = __builtin_roundf(x * 1.44269504088896341f);
-    const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    const int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
-}
+#include "bf16.h"
 
 static inline float dot_f32(const float *restrict a, const float *restrict b, int n) {
     float acc = 0.0f;
@@ -115,9 +87,12 @@ static inline float hsum16(v16f v) {
 
 typedef int32_t v16i __attribute__((vector_size(64)));
 
-/* exp_neg on 16 lanes: the same algorithm with GCC vector types (rounding by the 1.5 * 2^23
- * trick, exact for |x * log2(e)| < 2^22), so it vectorizes whatever the compiler thinks of
- * __builtin_roundf. */
+/* exp(x) for x <= 0 (softmax after subtracting the max), on 16 lanes with GCC vector types:
+ * x = n ln2 + r with ln2 split in two (Cody-Waite) so r is exact, |r| <= ln2/2, and exp(r) by
+ * its degree-7 Taylor polynomial; scaled by 2^n through the exponent bits. n is rounded by the
+ * 1.5 * 2^23 trick (exact for |x * log2(e)| < 2^22), so it vectorizes whatever the compiler
+ * thinks of roundf. Max relative error 1.0e-7 over [-87, 0] (checked against
+ * double-precision exp on 2M points). */
 static inline v16f exp_neg16(v16f x) {
     const v16f lim = x - x - 87.0f;
     x = (v16f)(((v16i)x & (v16i)(x >= lim)) | ((v16i)lim & ~(v16i)(x >= lim)));
@@ -159,9 +134,14 @@ static void softmax_rows(float *scores, int G, int n) {
             sv += e;
         }
         float sum = hsum16(sv);
-        for (int t = n16; t < n; t++) {
-            s[t] = exp_neg(s[t] - m);
-            sum += s[t];
+        if (n16 < n) {  /* the tail through the same vector exp, padded with the clamp */
+            v16f tail = (v16f){0} - 87.0f;
+            for (int t = n16; t < n; t++) tail[t - n16] = s[t] - m;
+            tail = exp_neg16(tail);
+            for (int t = n16; t < n; t++) {
+                s[t] = tail[t - n16];
+                sum += s[t];
+            }
         }
         const float inv = 1.0f / sum;
         for (int t = 0; t < n16; t += 16) *(v16f *)(s + t) *= inv;
