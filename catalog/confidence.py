@@ -269,10 +269,11 @@ def rank_probabilities(criteria: np.ndarray, score: Callable[[np.ndarray], np.nd
 # same to a user: the capacity search brackets capacity only to its precision (10% by
 # default), and two runs of one server differ in p99 latency from host noise alone (one
 # scripted queue measured twice on the 2-vCPU CI host: TPOT p99 10.4 vs 11.2 ms, 8%, with
-# identical capacities; at 10% that was a winner in 39% of draws). TOPSIS turns any difference
-# into a clear order (with two rows, scores 1 and 0), so without this, two identical servers
-# measured twice get P(#1) spread evenly over [0, 1].
-TIE_TOLERANCE = 0.15
+# identical capacities; at 10% that was a winner in 39% of draws; on a 2-vCPU Xeon, 11.0 vs
+# 13.3 ms, 17%, a winner at 15%). TOPSIS turns any difference into a clear order (with two
+# rows, scores 1 and 0), so without this, two identical servers measured twice get P(#1)
+# spread evenly over [0, 1]. The validation fixture's probes repeat to 10-20% (its README).
+TIE_TOLERANCE = 0.20
 
 
 def share_first_place(scores: np.ndarray, criteria: np.ndarray,

@@ -113,7 +113,8 @@ def test_identical_queues_come_out_tied(bench_env, tiny_model):
     # Practically equal (every criterion within catalog.confidence.TIE_TOLERANCE in a draw)
     # shares first place: host noise must not pick a confident winner (a real difference gives
     # P(#1) near 1). On the 2-vCPU CI host the two came out 0.695 / 0.305 and 0.715 / 0.285
-    # in two runs (TPOT p99 within 2-8%): which criterion still splits them is not yet known.
+    # in two runs (TPOT p99 within 2-8%); on a 2-vCPU Xeon 0.855 / 0.145 with TPOT p99 11.0 vs
+    # 13.3 ms (17%, past the 15% tolerance then: now 20%).
     assert (rows["p_first"] <= 0.75).all(), rows[
         ["p_first", "capacity_rps", "ttft_p99_ms", "tpot_p99_ms",
          "output_tokens_per_s"]].round(3).to_dict()
