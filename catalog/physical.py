@@ -25,7 +25,7 @@ import pandas as pd
 from scipy.optimize import least_squares
 
 from catalog.calibration import KEY, MIN_LOG_SD, PRIOR_LOG_SD, t_quantile
-from catalog.roofline import Assumptions, at_clients, estimate, physics
+from catalog.roofline import Assumptions, Rows, at_clients, estimate, physics, read_rows
 from servecat.hardware import Hardware
 from servecat.profiles import Profile
 
@@ -70,14 +70,11 @@ def _assumptions(theta: np.ndarray, base: Assumptions) -> Assumptions:
     return replace(base, **dict(zip(PARAMS, (float(x) for x in v), strict=True)))
 
 
-def _residuals(theta: np.ndarray, levels: pd.DataFrame, hardware: Mapping[str, Hardware],
-               base: Assumptions) -> np.ndarray:
-    ph = physics(levels, hardware, _assumptions(theta, base))
-    lv = at_clients(ph, pd.to_numeric(levels["concurrency"]).to_numpy(float))
-    got = (lv.tpot_p50_s * 1e3, lv.ttft_p50_s * 1e3, lv.rate)
-    return np.concatenate([np.log(np.maximum(g, 1e-12))
-                           - np.log(pd.to_numeric(levels[m]).to_numpy(float))
-                           for g, m in zip(got, LEVEL_METRICS, strict=True)])
+def _residuals(theta: np.ndarray, rows: Rows, clients: np.ndarray, measured: np.ndarray,
+               hardware: Mapping[str, Hardware], base: Assumptions) -> np.ndarray:
+    lv = at_clients(physics(rows, hardware, _assumptions(theta, base)), clients)
+    got = np.concatenate([lv.tpot_p50_s * 1e3, lv.ttft_p50_s * 1e3, lv.rate])
+    return np.log(np.maximum(got, 1e-12)) - measured
 
 
 def fit_physics(levels: pd.DataFrame, hardware: Mapping[str, Hardware],
@@ -85,8 +82,12 @@ def fit_physics(levels: pd.DataFrame, hardware: Mapping[str, Hardware],
     """The PARAMS that best explain LEVELS (level_rows), least squares on the logs with a soft
     L1 loss (one noisy level must not drag the step of all the others)."""
     base = base or Assumptions()
+    clients = pd.to_numeric(levels["concurrency"]).to_numpy(float)
+    measured = np.log(np.concatenate([pd.to_numeric(levels[m]).to_numpy(float)
+                                      for m in LEVEL_METRICS]))
     res = least_squares(_residuals, START, bounds=(LOWER, UPPER), loss="soft_l1", f_scale=0.2,
-                        args=(levels, hardware, base), max_nfev=200)
+                        args=(read_rows(levels, hardware), clients, measured, hardware, base),
+                        max_nfev=200)
     return _assumptions(res.x, base)
 
 

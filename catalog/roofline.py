@@ -118,8 +118,25 @@ class Physics:
                 + self.step_s + self.sequence_s * n)
 
 
-def physics(rows: pd.DataFrame, hardware: Mapping[str, Hardware], a: Assumptions) -> Physics:
-    """The roofline quantities of ROWS (configs: NEEDED columns)."""
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Per row: what the roofline reads of its config and hardware, the assumptions aside
+    (read once, so that a fit's hundreds of evaluations do not parse the frame each time)."""
+
+    mem: np.ndarray            # bytes of GPU memory
+    bw: np.ndarray             # GB/s of the hardware, all GPUs
+    peak: np.ndarray           # bf16 TFLOP/s, all GPUs
+    params: np.ndarray
+    weights: np.ndarray        # bytes at the row's quantization
+    kv_token: np.ndarray
+    inp: np.ndarray
+    out: np.ndarray
+    chunk: np.ndarray          # prompt tokens per prefill step
+    slots_limit: np.ndarray    # min(max_num_seqs, max_concurrency); inf where unbounded
+
+
+def read_rows(rows: pd.DataFrame, hardware: Mapping[str, Hardware]) -> Rows:
+    """ROWS (configs: NEEDED columns) as the roofline's arrays."""
     missing = [c for c in NEEDED if c not in rows]
     if missing:
         raise ValueError(f"estimate: configs lack column(s) {', '.join(missing)}")
@@ -139,23 +156,34 @@ def physics(rows: pd.DataFrame, hardware: Mapping[str, Hardware], a: Assumptions
     weights = params * quant.map(WEIGHT_BYTES).to_numpy(float)
     kv_token = (2.0 * _num(rows, "layers", np.nan) * _num(rows, "kv_heads", np.nan)
                 * _num(rows, "head_dim", np.nan) * quant.map(KV_BYTES).to_numpy(float))
-    bandwidth = bw * 1e9 * gpus * a.bandwidth_efficiency
-    flops = peak * 1e12 * gpus * a.compute_efficiency
     inp = np.maximum(_num(rows, "input_tokens", 1.0), 1.0)
     out = np.maximum(_num(rows, "output_tokens", 1.0), 1.0)
     budget = _num(rows, "max_num_batched_tokens", np.nan)
     chunk = np.where(np.isfinite(budget), np.minimum(budget, inp), inp)
-    chunks = np.ceil(inp / chunk)
-    step_s = np.asarray(a.step_overhead_ms, float) / 1e3
-    prefill = chunks * (np.maximum(weights / bandwidth, 2.0 * params * chunk / flops) + step_s)
-    kv_conc = np.floor(np.maximum(mem * a.memory_utilization - weights, 0.0)
-                       / (kv_token * (inp + out)))
     seqs = _num(rows, "max_num_seqs", np.inf)
-    cap = _num(rows, "max_concurrency", np.inf) if "max_concurrency" in rows else np.inf
-    slots = np.minimum(np.minimum(np.where(np.isfinite(seqs), seqs, np.inf), kv_conc),
+    cap = _num(rows, "max_concurrency", np.inf)
+    limit = np.minimum(np.where(np.isfinite(seqs), seqs, np.inf),
                        np.where(np.isfinite(cap), cap, np.inf))
-    return Physics(weights, kv_token, bandwidth, flops, params, inp, out, chunks, prefill,
-                   kv_conc, slots, step_s, np.asarray(a.sequence_overhead_ms, float) / 1e3,
+    return Rows(mem, bw * 1e9 * gpus, peak * 1e12 * gpus, params, weights, kv_token, inp, out,
+                chunk, limit)
+
+
+def physics(rows: pd.DataFrame | Rows, hardware: Mapping[str, Hardware], a: Assumptions
+            ) -> Physics:
+    """The roofline quantities of ROWS (configs: NEEDED columns, or read_rows of them)."""
+    r = rows if isinstance(rows, Rows) else read_rows(rows, hardware)
+    bandwidth = r.bw * a.bandwidth_efficiency
+    flops = r.peak * a.compute_efficiency
+    chunks = np.ceil(r.inp / r.chunk)
+    step_s = np.asarray(a.step_overhead_ms, float) / 1e3
+    prefill = chunks * (np.maximum(r.weights / bandwidth, 2.0 * r.params * r.chunk / flops)
+                        + step_s)
+    kv_conc = np.floor(np.maximum(r.mem * a.memory_utilization - r.weights, 0.0)
+                       / (r.kv_token * (r.inp + r.out)))
+    slots = np.minimum(r.slots_limit, kv_conc)
+    return Physics(r.weights, r.kv_token, bandwidth, flops, r.params, r.inp, r.out, chunks,
+                   prefill, kv_conc, slots, step_s,
+                   np.asarray(a.sequence_overhead_ms, float) / 1e3,
                    np.asarray(a.request_overhead_ms, float) / 1e3)
 
 
