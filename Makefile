@@ -32,10 +32,11 @@ $(DAGSTER_HOME)/dagster.yaml: $(LOCAL_INSTANCE)
 demo: install vllm-env-optional $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/servecat demo configs/demo.yaml
 
-# Two at a time, then the tests marked `serial` (tests/conftest.py: timings held against a
-# queueing model or a script) alone on an otherwise idle host. On 2 cores: 473 s + 351 s, against
-# ~20 min for one plain `pytest`, most tests being servers and Dagster runs that wait.
-TEST_WORKERS ?= 2
+# Three at a time, then the tests marked `serial` (tests/conftest.py: timings held against a
+# queueing model or a script) alone on an otherwise idle host. Three workers on 2 cores, since
+# most tests are servers and Dagster runs that wait (with two workers the cores were 72% busy):
+# the parallel part takes 566 s with three here.
+TEST_WORKERS ?= 3
 test: install vllm-env-optional chromium-optional
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
 	$(BIN)/python -m pytest -m serial

