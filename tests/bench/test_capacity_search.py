@@ -89,21 +89,27 @@ def test_rate_search_matches_the_mdc_queue(tiny_model):
     slots, requests = 4, 200
     rows = search_rows({"search": "rate", "min": 40, "max": 160, "slo": ["open"]}, requests)
     written = run(rows, slots, tiny_model, OPEN)
+    probes = [o.summary for o in written if o.config["probe_of"] is not None]
     cap = capacity(levels(written), OPEN)
     wait_s = (OPEN.ttft_p99_ms - SCENARIO["ttft_ms"][0]) / 1000
     # The queue fed the arrivals the load generator sent (one seeded pattern, scaled by rate).
     sample = queue_capacity(wait_s, slots, SERVICE_S,
                             pattern=arrival_offsets("poisson", 1.0, requests, seed=0))
     long_run = queue_capacity(wait_s, slots, SERVICE_S)
-    probes = [o.summary for o in written if o.config["probe_of"] is not None]
     print(f"\nM/D/{slots} capacity: {sample:.1f} req/s for this run's {requests} arrivals, "
-          f"{long_run:.1f} long-run; measured {cap.rps:.1f} req/s, bracket "
-          f"{cap.pass_level:g}-{cap.fail_level:g}/s after {len(probes)} probes: " + ", ".join(
-              f"{s['target_rate']:g}/s p99 TTFT {s['ttft_p99_ms']:.0f} ms (client lag p99 "
-              f"{s['dispatch_lag_p99_ms']:.1f} ms)" for s in probes))
+          f"{long_run:.1f} long-run; measured {_f(cap.rps, '.1f')} req/s, bracket "
+          f"{_f(cap.pass_level, 'g')}-{_f(cap.fail_level, 'g')}/s after {len(probes)} probes: "
+          + ", ".join(f"{s['target_rate']:g}/s{'' if s.get('valid', True) else ' invalid'} "
+                      f"p99 TTFT {_f(s['ttft_p99_ms'], '.0f')} ms (client lag p99 "
+                      f"{_f(s['dispatch_lag_p99_ms'], '.1f')} ms)" for s in probes))
     assert cap.status == "bracketed" and cap.fail_level <= cap.pass_level * 1.1
     assert cap.pass_level * 0.97 <= sample <= cap.fail_level * 1.03
     assert cap.rps == pytest.approx(sample, rel=0.10)
+
+
+def _f(value, spec: str) -> str:
+    """VALUE formatted by SPEC, or '-' where it is missing (an invalid probe has no p99)."""
+    return "-" if value is None else format(value, spec)
 
 
 def test_interrupted_search_resumes_without_repeating_a_probe(tiny_model):
