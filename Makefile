@@ -32,11 +32,11 @@ $(DAGSTER_HOME)/dagster.yaml: $(LOCAL_INSTANCE)
 demo: install vllm-env-optional $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/servecat demo configs/demo.yaml
 
-# Four at a time, then the tests marked `serial` (tests/conftest.py: timings held against a
-# queueing model or a script) alone on an otherwise idle host. Four workers on 2 cores, since
+# Three at a time, then the tests marked `serial` (tests/conftest.py: timings held against a
+# queueing model or a script) alone on an otherwise idle host. Three workers on 2 cores, since
 # most tests are servers and Dagster runs that wait: with two the cores were 72% busy (782 s),
-# with three 80% (566 s).
-TEST_WORKERS ?= 4
+# with three 80% (566 s); four were no faster (fresh clones: 692 s with three, 717 with four).
+TEST_WORKERS ?= 3
 test: install vllm-env-optional chromium-optional
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
 	$(BIN)/python -m pytest -m serial

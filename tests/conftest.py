@@ -24,7 +24,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # Tests whose assertions hold timings against a queueing model, a script or a schedule (and
 # the smoke runs of the benchmarks that count errors under load): `make test` runs them on
-# their own, after the rest has run four at a time, so no other test's load moves what they
+# their own, after the rest has run three at a time, so no other test's load moves what they
 # measure. The kernel and engine benchmarks' smoke tests check only the shape of their tables
 # and JSON, so they run with the rest.
 SERIAL = frozenset({

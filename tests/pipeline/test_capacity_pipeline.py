@@ -13,6 +13,9 @@ times, i.e. a capacity pressed against saturation.
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
@@ -25,6 +28,8 @@ from bench.arrivals import arrival_offsets
 from bench.priority import realtime
 from bench.queueing import queue_capacity
 from catalog.snapshots import load_latest
+from servecat.profiles import load_profiles
+from servecat.slo import misses
 from tests.pipeline.support import scripted_command, spec_dict
 
 TTFT_MS, GAP_MS, OUTPUT_TOKENS = 140, 10, 2
@@ -60,14 +65,22 @@ def catalog_rows(bench_env, tiny_model, engine_args: dict, load: dict,
         scenario, extra="--slots {max_num_seqs} --realtime")}
     keys = bench_env.matrix()
     for key in keys:
-        with realtime():
-            run = bench_env.run(key)
-        # An invalid probe (the client missed its schedule) ends the climb and leaves the
-        # catalog a coarser bracket: say so here, not as a capacity off by 15%.
-        summaries = [pq.read_table(bench_env.store.uri(p)).to_pylist()[0]
-                     for p in bench_env.store.list(f"runs/summary/deployment={key}/")]
-        invalid = [f"{r['rate']:g}/s: {r['status_reason']}" for r in summaries
-                   if r["status"] == "invalid"]
+        # An invalid probe (the client missed its schedule) counts as a failure for the
+        # search: below the capacity it leaves the catalog a coarser bracket, so say so, not
+        # as a capacity off by 15%. Above a valid failing probe it changes nothing (seen: a
+        # probe at twice the capacity, p99 dispatch lag 10.5 ms). A shared host stalls the
+        # client for 20+ ms now and then (seen: 23.75 ms at 7 req/s), so a deployment with a
+        # harmful one is measured again from nothing, once.
+        for attempt in range(2):
+            with realtime():
+                run = bench_env.run(key)
+            invalid = _invalid_probes(bench_env, key)
+            if not invalid:
+                break
+            print(f"\n{key}, attempt {attempt + 1}: host too busy: {invalid}")
+            for kind in ("summary", "requests", "quality", "telemetry"):
+                shutil.rmtree(Path(bench_env.store.root) / "runs" / kind / f"deployment={key}",
+                              ignore_errors=True)
         assert not invalid, f"host too busy for the client's schedule: {invalid}"
         measured = run.asset_materializations_for_node("benchmark_runs")[0]
         assert measured.metadata["measured_now"].value >= 3
@@ -81,6 +94,17 @@ def catalog_rows(bench_env, tiny_model, engine_args: dict, load: dict,
                        "fail_level", "capacity_rps", "capacity_rps_lo", "capacity_rps_hi",
                        "rank", "p_first"]].to_string())
     return rows
+
+
+def _invalid_probes(bench_env, key: str) -> list[str]:
+    """KEY's invalid probes that no valid failing probe at a lower rate makes harmless."""
+    rows = [pq.read_table(bench_env.store.uri(p)).to_pylist()[0]
+            for p in bench_env.store.list(f"runs/summary/deployment={key}/")]
+    slo = next(p for p in load_profiles() if p.name == PROFILE).slo
+    valid_fails = [r["rate"] for r in rows if r["status"] == "ok" and r["rate"] and misses(
+        r["ttft_p99_ms"], r["tpot_p99_ms"], r["error_rate"], slo).any()]
+    return [f"{r['rate']:g}/s: {r['status_reason']}" for r in rows
+            if r["status"] == "invalid" and not any(f < r["rate"] for f in valid_fails)]
 
 
 def test_poisson_capacity_matches_mdc_and_more_slots_rank_first(bench_env, tiny_model):
