@@ -88,9 +88,19 @@ def test_concurrency_search_finds_exactly_the_slots(slots, tiny_model):
 def test_rate_search_matches_the_mdc_queue(tiny_model):
     slots, requests = 4, 200
     rows = search_rows({"search": "rate", "min": 40, "max": 160, "slo": ["open"]}, requests)
-    written = run(rows, slots, tiny_model, OPEN)
-    probes = [o.summary for o in written if o.config["probe_of"] is not None]
-    cap = capacity(levels(written), OPEN)
+    # An invalid probe (the client fell behind: a shared host stalls it 15+ ms now and then)
+    # counts as a failure for the search; below the bracket's failing level it widens the
+    # bracket (seen: 73.4/s invalid, bracket 67.3-80/s), so the search is run again, once.
+    for _ in range(2):
+        written = run(rows, slots, tiny_model, OPEN)
+        probes = [o.summary for o in written if o.config["probe_of"] is not None]
+        cap = capacity(levels(written), OPEN)
+        top = cap.fail_level if cap.fail_level is not None else float("inf")
+        widening = [s["target_rate"] for s in probes
+                    if not s.get("valid", True) and s["target_rate"] < top]
+        if not widening:
+            break
+        print(f"\ninvalid probe(s) at {widening} req/s inside the bracket: searching again")
     wait_s = (OPEN.ttft_p99_ms - SCENARIO["ttft_ms"][0]) / 1000
     # The queue fed the arrivals the load generator sent (one seeded pattern, scaled by rate).
     sample = queue_capacity(wait_s, slots, SERVICE_S,
