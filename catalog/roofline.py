@@ -124,8 +124,8 @@ class Rows:
     (read once, so that a fit's hundreds of evaluations do not parse the frame each time)."""
 
     mem: np.ndarray            # bytes of GPU memory
-    bw: np.ndarray             # GB/s of the hardware, all GPUs
-    peak: np.ndarray           # bf16 TFLOP/s, all GPUs
+    bw: np.ndarray             # bytes/s of the hardware's memory, all GPUs
+    peak: np.ndarray           # bf16 FLOP/s at peak, all GPUs
     params: np.ndarray
     weights: np.ndarray        # bytes at the row's quantization
     kv_token: np.ndarray
@@ -162,10 +162,8 @@ def read_rows(rows: pd.DataFrame, hardware: Mapping[str, Hardware]) -> Rows:
     chunk = np.where(np.isfinite(budget), np.minimum(budget, inp), inp)
     seqs = _num(rows, "max_num_seqs", np.inf)
     cap = _num(rows, "max_concurrency", np.inf)
-    limit = np.minimum(np.where(np.isfinite(seqs), seqs, np.inf),
-                       np.where(np.isfinite(cap), cap, np.inf))
     return Rows(mem, bw * 1e9 * gpus, peak * 1e12 * gpus, params, weights, kv_token, inp, out,
-                chunk, limit)
+                chunk, np.minimum(seqs, cap))  # _num gives inf where either is unset
 
 
 def physics(rows: pd.DataFrame | Rows, hardware: Mapping[str, Hardware], a: Assumptions
