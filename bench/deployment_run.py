@@ -241,6 +241,21 @@ def _level(config: Mapping) -> str:
             else f"rate {config['rate']:g}/s")
 
 
+def _why_broken(exc: EndpointBroken, check_alive: Callable[[], None],
+                grace_s: float = 2.0) -> str:
+    """A dying server refuses connections a moment before its exit status can be read (the
+    kernel closes its sockets first): wait that moment, so its exit is the reason reported."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            check_alive()
+        except Exception as dead:  # the server died: that is the reason to report
+            return str(dead)
+        if time.monotonic() >= deadline:
+            return f"endpoint broken: {exc}"
+        time.sleep(0.05)
+
+
 def _measure(config, endpoint, tokenizer, profiles, check_alive, log,
              realtime: bool = False) -> Outcome:
     started = time.perf_counter()
@@ -250,12 +265,7 @@ def _measure(config, endpoint, tokenizer, profiles, check_alive, log,
                               realtime=realtime)
         check_alive()
     except EndpointBroken as exc:
-        try:
-            check_alive()
-            reason = f"endpoint broken: {exc}"
-        except Exception as dead:  # the server died: that is the reason to report
-            reason = str(dead)
-        return Outcome(config, "failed", reason)
+        return Outcome(config, "failed", _why_broken(exc, check_alive))
     except Exception as exc:
         return Outcome(config, "failed", f"{type(exc).__name__}: {exc}")
     s = result.summary

@@ -60,6 +60,22 @@ def test_dead_endpoint_fails_the_workload_and_ends_the_sweep(tiny_model):
     assert "endpoint broken" in out[0].reason
 
 
+def test_a_server_that_exits_just_after_refusing_is_reported_by_its_exit(tiny_model):
+    # The kernel closes a dying server's sockets a moment before its exit status can be read:
+    # the workload's reason is the exit, not the refused connections that came first.
+    calls = []
+
+    def check_alive() -> None:  # alive before the workload and at the first look after it
+        calls.append(1)
+        if len(calls) > 2:
+            raise RuntimeError("server exited with code 3")
+
+    ep = Endpoint(base_url="http://127.0.0.1:9/v1", model="x", api_key_env=None)
+    [out] = sweep([config(0, 1)], ep, str(tiny_model), PROFILES, done=set(),
+                  on_outcome=lambda _: None, log=lambda _: None, check_alive=check_alive)
+    assert out.status == "failed" and out.reason == "server exited with code 3", out.reason
+
+
 @pytest.mark.parametrize("value", [float("nan"), None])
 def test_workload_of_reads_matrix_nulls(value):
     row = config(0, 1) | {"rate": value}
