@@ -57,15 +57,16 @@ class Targets:
         return target
 
     def _target(self, deployment: Deployment, engine: str, log_path: Path | None) -> Target:
+        if engine == "vllm":  # a command of its own still gets vLLM's placeholders and env
+            from targets.vllm import vllm_target
+
+            return vllm_target(deployment, log_path, max(self.health_timeout_s, 300.0),
+                               command=self.commands.get(engine))
         command = self.commands.get(engine) or DEFAULT_COMMANDS.get(engine)
         if command:
             return command_target(command, deployment, log_path, self.health_timeout_s)
         if engine == "builtin":
             return builtin_target(deployment, log_path, self.health_timeout_s)
-        if engine == "vllm":
-            from targets.vllm import vllm_target
-
-            return vllm_target(deployment, log_path, max(self.health_timeout_s, 300.0))
         if engine == "openai":
             if not self.openai_base_url:
                 raise TargetError("engine openai needs a base URL: set SERVECAT_OPENAI_BASE_URL "

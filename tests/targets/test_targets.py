@@ -36,6 +36,21 @@ def test_templates_render_every_flag():
     assert empty.argv == ["serve", "--port", str(empty.port)]
 
 
+def test_a_vllm_command_of_ones_own_keeps_vllms_placeholders_and_env(monkeypatch, tmp_path):
+    python = tmp_path / "bin/python"
+    python.parent.mkdir()
+    python.touch()
+    monkeypatch.setenv("SERVECAT_VLLM_PYTHON", str(python))
+    from targets.vllm import DEFAULT_COMMAND
+
+    row = ROW | {"engine": "vllm", "kv_cache_gb": 2.0}
+    target = Targets(commands={"vllm": DEFAULT_COMMAND + " --enforce-eager"}).for_deployment(
+        dep(row))
+    assert target.argv[0] == str(python) and target.argv[-1] == "--enforce-eager"
+    assert target.argv[target.argv.index("--max-num-batched-tokens") + 1] == "8192"
+    assert target.env["VLLM_CPU_KVCACHE_SPACE"] == "3"
+
+
 def test_a_host_without_the_deployments_gpus_fails_before_starting(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # this CPU host: no nvidia-smi at all
     for engine in ("builtin", "vllm", "tgi"):
