@@ -27,7 +27,7 @@ def best_ms(fn, repeat: int = 30) -> float:
     return sorted(times)[len(times) // 2] * 1e3
 
 
-def linear_rows(dtype, tokens: list[int]) -> list[dict]:
+def linear_rows(dtype, tokens: list[int], repeat: int = 30) -> list[dict]:
     import torch
     import torch.nn.functional as F
 
@@ -40,8 +40,8 @@ def linear_rows(dtype, tokens: list[int]) -> list[dict]:
             packed = Linear(w.clone(), None)
             packed.to(torch.device("cpu"))
             flops = 2 * m * n * k
-            plain = best_ms(partial(F.linear, x, w))
-            ours = best_ms(partial(packed, x)) if packed.packed else None
+            plain = best_ms(partial(F.linear, x, w), repeat)
+            ours = best_ms(partial(packed, x), repeat) if packed.packed else None
             rows.append({"kernel": f"linear {m}x{k} @ {k}x{n}", "pytorch_ms": round(plain, 3),
                          "ours_ms": None if ours is None else round(ours, 3),
                          "pytorch_gflops": round(flops / plain / 1e6, 1),
@@ -49,7 +49,7 @@ def linear_rows(dtype, tokens: list[int]) -> list[dict]:
     return rows
 
 
-def attention_rows(dtype, contexts: list[int], seqs: int = 64) -> list[dict]:
+def attention_rows(dtype, contexts: list[int], seqs: int = 64, repeat: int = 30) -> list[dict]:
     import torch
 
     from engine import cpu_kernels
@@ -66,16 +66,16 @@ def attention_rows(dtype, contexts: list[int], seqs: int = 64) -> list[dict]:
         lens = torch.full((seqs,), ctx, dtype=torch.int32)
         q = torch.randn(seqs, heads, d).to(dtype)
         group = DecodeGroup(0, seqs, tables.long().view(-1), nbl * bs, None)
-        plain = best_ms(partial(decode_attention, q, k, v, group, d ** -0.5))
+        plain = best_ms(partial(decode_attention, q, k, v, group, d ** -0.5), repeat)
         ours = (best_ms(partial(cpu_kernels.paged_decode_attention, q, k, v, tables, lens,
-                                d ** -0.5)) if cpu_kernels.available() else None)
+                                d ** -0.5), repeat) if cpu_kernels.available() else None)
         rows.append({"kernel": f"decode attention {seqs} seqs x {ctx} tokens",
                      "pytorch_ms": round(plain, 3),
                      "ours_ms": None if ours is None else round(ours, 3)})
     return rows
 
 
-def rms_norm_rows(dtype, tokens: list[int], width: int = 768) -> list[dict]:
+def rms_norm_rows(dtype, tokens: list[int], width: int = 768, repeat: int = 30) -> list[dict]:
     import torch
 
     from engine import cpu_kernels
@@ -87,9 +87,9 @@ def rms_norm_rows(dtype, tokens: list[int], width: int = 768) -> list[dict]:
     rows = []
     for m in tokens:
         x, w = torch.randn(m, width).to(dtype), torch.rand(width).to(dtype)
-        plain = best_ms(partial(hf, x, w))
-        ours = (best_ms(partial(cpu_kernels.rms_norm, x, w, 1e-6)) if cpu_kernels.available()
-                else None)
+        plain = best_ms(partial(hf, x, w), repeat)
+        ours = (best_ms(partial(cpu_kernels.rms_norm, x, w, 1e-6), repeat)
+                if cpu_kernels.available() else None)
         rows.append({"kernel": f"rms_norm {m}x{width}", "pytorch_ms": round(plain, 3),
                      "ours_ms": None if ours is None else round(ours, 3)})
     return rows
@@ -99,8 +99,11 @@ def rms_norm_rows(dtype, tokens: list[int], width: int = 768) -> list[dict]:
 @click.option("--dtype", "dtypes", default="fp32,bf16", show_default=True)
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads [default: all cores].")
+@click.option("--repeat", default=30, show_default=True, type=click.IntRange(min=1),
+              help="Timed calls per kernel and shape (after 3 warm-up calls); the median is "
+                   "reported.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
-def perf_kernels(dtypes: str, threads: int | None, json_out: str | None) -> None:
+def perf_kernels(dtypes: str, threads: int | None, repeat: int, json_out: str | None) -> None:
     """Packed linears, the C decode attention and RMSNorm vs the PyTorch paths, small-model
     shapes."""
     import os
@@ -116,9 +119,9 @@ def perf_kernels(dtypes: str, threads: int | None, json_out: str | None) -> None
         if word not in names:
             raise click.BadParameter(f"{word!r} is not one of fp32, bf16", param_hint="--dtype")
         torch.manual_seed(0)
-        for row in (linear_rows(names[word], [64, 512, 2048])
-                    + attention_rows(names[word], [128, 400])
-                    + rms_norm_rows(names[word], [2048])):
+        for row in (linear_rows(names[word], [64, 512, 2048], repeat)
+                    + attention_rows(names[word], [128, 400], repeat=repeat)
+                    + rms_norm_rows(names[word], [2048], repeat=repeat)):
             ratio = (round(row["pytorch_ms"] / row["ours_ms"], 2) if row["ours_ms"] else None)
             rows.append({"dtype": word, **row, "speedup": ratio})
     click.echo("| dtype | kernel | PyTorch ms | ours ms | speed-up |")
@@ -128,6 +131,6 @@ def perf_kernels(dtypes: str, threads: int | None, json_out: str | None) -> None
                    f"{r['speedup']} |")
     if json_out:
         Path(json_out).write_text(json.dumps({
-            "threads": torch.get_num_threads(), "engine_kernels": cpu_kernels.available(),
+            "threads": torch.get_num_threads(), "repeat": repeat, "engine_kernels": cpu_kernels.available(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(), "rows": rows},
             indent=2) + "\n")
