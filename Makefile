@@ -9,6 +9,10 @@ export DAGSTER_HOME ?= $(CURDIR)/.servecat/dagster_home
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := 1
 export TOKENIZERS_PARALLELISM := false
+# Bytecode is cached (an empty value is "off"), even where the environment says not to: the
+# install compiles only what the project imports (below), and the tests start hundreds of
+# Python processes (servers, Dagster runs, CLIs) that would otherwise each compile it again.
+export PYTHONDONTWRITEBYTECODE :=
 
 .PHONY: install demo test dev lint clean vllm-env vllm-env-optional peers-env chromium-optional
 
@@ -16,10 +20,14 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --no-compile --upgrade pip
 	# torch first and pinned: the CPU build on this disk; an unpinned torch is a multi-GB CUDA build.
-	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	# --no-compile: pip would byte-compile all 26,000 files of every package, one at a time
+	# (2.5 of the install's 4.5 minutes here); Python compiles a module when it is first
+	# imported instead, and the import below does so for what the project's entry points load.
+	$(BIN)/python -m pip install -q --no-compile torch==2.13.0
+	$(BIN)/python -m pip install -q --no-compile -e '.[dev]'
+	$(BIN)/python -c "import cli.main, pipeline.definitions, engine.server, catalog.api, torch, transformers"
 	touch $(STAMP)
 
 # The embedded default's instance; configs/deploy/{ecs,k8s} hold production's.
@@ -36,9 +44,13 @@ demo: install vllm-env-optional $(DAGSTER_HOME)/dagster.yaml
 # queueing model or a script) alone on an otherwise idle host. Three workers on 2 cores, since
 # most tests are servers and Dagster runs that wait: with two the cores were 72% busy (782 s),
 # with three 80% (566 s); four were no faster (fresh clones: 692 s with three, 717 with four).
+# One test at a time to whichever worker is free (--maxschedchunk 1), in the order of
+# tests/conftest.py's LONGEST_FIRST: the long tests start first and the short ones fill in,
+# so no worker ends long after the others (with xdist's default split they ended 465, 490
+# and 595 s into one run).
 TEST_WORKERS ?= 3
 test: install vllm-env-optional chromium-optional
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not serial"
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --maxschedchunk 1 -m "not serial"
 	$(BIN)/python -m pytest -m serial
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
