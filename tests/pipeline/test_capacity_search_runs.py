@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dagster as dg
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
 from assets.catalog import model_catalog
@@ -29,6 +30,11 @@ def test_search_through_the_pipeline_finds_each_deployments_slots(bench_env, tin
     for key in keys:
         measured = bench_env.run(key).asset_materializations_for_node("benchmark_runs")[0]
         assert measured.metadata["measured_now"].value >= 4
+        # The time the sweep spent counts each probe once (the search's row sums them again).
+        probes = [pq.read_table(bench_env.store.uri(p)).to_pylist()[0]
+                  for p in bench_env.store.list(f"runs/summary/deployment={key}/")]
+        assert measured.metadata["sweep_s"].value == pytest.approx(
+            sum(r["wall_s"] for r in probes if not r["search"]), abs=0.06)
         # Again: the finished search is not run again.
         again = bench_env.run(key).asset_materializations_for_node("benchmark_runs")[0]
         assert again.metadata["measured_now"].value == 0
