@@ -11,8 +11,9 @@ one batch. On a small host the framework's overhead sets a small model's step, w
 bandwidth factor can express. Fitted on those levels, the roofline's own queueing and the
 search's own grid (roofline.searched_clients) turn the physics into capacities like for like.
 
-The 95% prediction interval of each metric and profile: the spread of log(estimate / measured)
-over the measured operating points (those of the deployments fitted on), by Student's t.
+What the fitted physics still misses at the operating points (a capacity is a p99 crossing an
+SLO, which the levels' medians do not pin down) is learnt by config in a second stage
+(catalog/residual.py), whose residuals give each metric's 95% prediction interval.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import least_squares
 
-from catalog.calibration import KEY, MIN_LOG_SD, PRIOR_LOG_SD, t_quantile
+from catalog.calibration import KEY
+from catalog.residual import features, fit_correction
 from catalog.roofline import Assumptions, Rows, at_clients, estimate, physics, read_rows
 from servecat.hardware import Hardware
 from servecat.profiles import Profile
@@ -46,6 +48,7 @@ START = np.log([0.5, 0.3, 1.0, 0.1, 1.0])
 # TTFT) and its throughput.
 LEVEL_METRICS = ("tpot_p50_ms", "ttft_p50_ms", "requests_per_s")
 MIN_LEVELS = 6  # fewer levels than this in a group: the group takes the pooled fit
+STEADY_REQUESTS_PER_CLIENT = 2  # below: a burst, not a closed loop's steady state (level_rows)
 
 
 def level_rows(summary: pd.DataFrame | None) -> pd.DataFrame:
@@ -62,6 +65,13 @@ def level_rows(summary: pd.DataFrame | None) -> pd.DataFrame:
     for c in ("concurrency", *LEVEL_METRICS):
         v = pd.to_numeric(s[c], errors="coerce").to_numpy(float) if c in s else np.nan
         keep &= np.isfinite(v) & (v > 0)
+    # A level whose clients sent fewer than two requests each never reached a steady state:
+    # its requests left at once and queued as one burst (c=64 with 64 requests: a median TTFT
+    # of half the drain), which the closed loop's steady-state physics does not describe.
+    if "requests" in s:
+        n = pd.to_numeric(s["requests"], errors="coerce").to_numpy(float)
+        c = pd.to_numeric(s["concurrency"], errors="coerce").to_numpy(float)
+        keep &= ~(n < STEADY_REQUESTS_PER_CLIENT * c)
     return s[keep].reset_index(drop=True)
 
 
@@ -140,8 +150,8 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
                        metrics: Sequence[str], base: Assumptions | None = None) -> pd.DataFrame:
     """As catalog.calibration.calibrate's output, for workload ROWS (deployment × length
     profile): the bare roofline's metrics, and `<metric>_est/_lo/_hi/_fit` from the physics
-    fitted on LEVELS, the interval from the misses on MEASURED (KEY + metrics) of the fitted
-    deployments."""
+    fitted on LEVELS, corrected and given its interval by the misses on MEASURED (KEY +
+    metrics) of the fitted deployments (catalog/residual.py)."""
     base = base or Assumptions()
     bare = estimate(rows, hardware, profiles, base)
     a, how = fitted_assumptions(rows, levels, hardware, base)
@@ -151,27 +161,27 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
     per_row = np.tile(how, len(profiles))  # estimate() stacks one block of ROWS per profile
     joined = est[list(KEY)].merge(measured[[*KEY, *metrics]], on=list(KEY), how="left")
     train = joined["deployment"].astype(str).isin(fitted_on).to_numpy()
+    # The second stage (catalog/residual.py): per metric, the fitted deployments' misses at
+    # their operating points, by config and profile, shift the estimate and give its interval.
+    x = features(est, [p.name for p in profiles])
     for m in metrics:
         point = est[m].to_numpy(float)
         y = pd.to_numeric(joined[m], errors="coerce").to_numpy(float)
-        lo, hi = np.full(len(est), np.nan), np.full(len(est), np.nan)
-        for _, idx in est.groupby("profile", sort=False).indices.items():
-            ok = train[idx] & np.isfinite(y[idx]) & (y[idx] > 0) & (point[idx] > 0)
-            miss = np.log(point[idx][ok]) - np.log(y[idx][ok])
-            if len(miss) >= 2:
-                sd = max(float(np.sqrt(np.mean(miss ** 2))), MIN_LOG_SD)
-                q, se = t_quantile(float(len(miss) - 1)), sd * np.sqrt(1.0 + 1.0 / len(miss))
-            else:
-                q, se = 1.959964, PRIOR_LOG_SD
-            with np.errstate(divide="ignore"):
-                lo[idx], hi[idx] = point[idx] * np.exp(-q * se), point[idx] * np.exp(q * se)
+        ok = train & np.isfinite(y) & (y > 0) & (point > 0)
+        miss = np.log(point[ok]) - np.log(y[ok])
+        groups = joined["deployment"].astype(str).to_numpy()[ok]
+        shift, se, q = fit_correction(x[ok], miss, groups).apply(x)
+        point = point * np.exp(-shift)
+        with np.errstate(divide="ignore"):
+            lo, hi = point * np.exp(-q * se), point * np.exp(q * se)
         out[f"{m}_est"], out[f"{m}_lo"], out[f"{m}_hi"] = point, lo, hi
         out[f"{m}_fit"] = per_row
     out.attrs["assumptions"] = {**base.to_dict(), "text": (
         base.describe().replace("no framework overhead", "framework overhead per step and per "
                                 "sequence")
         + "; efficiencies and overheads fitted per hardware x engine x quantization on the "
-          "measured load levels (catalog/physical.py)")}
+          "measured load levels (catalog/physical.py), then corrected by config on the "
+          "measured operating points (catalog/residual.py)")}
     return out
 
 
