@@ -22,13 +22,12 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from catalog.calibration import MIN_LOG_SD, PRIOR_LOG_SD, Z, t_quantile
+from catalog.calibration import MIN_LOG_SD, PRIOR_LOG_SD, QUANTS, Z, t_quantile
 
 # The ridge penalties tried (on standardized features), and the fewest deployments a correction
 # is learnt from: each candidate is scored on deployments it was not fitted on.
 PENALTIES = (1.0, 3.0, 10.0, 30.0, 100.0)
 MIN_DEPLOYMENTS = 4
-QUANTS = ("bf16", "fp16", "int8", "int4")  # one-hots against fp32 (and whatever is absent)
 
 
 def features(rows: pd.DataFrame, profiles: Sequence[str] = ()) -> np.ndarray:
