@@ -8,10 +8,10 @@ p50 TPOT 25% high on average and missed max_num_seqs 16 twice as much as 4 (a ba
 2-core host stalls in ways a roofline has no term for). So, per metric, a ridge of
 log(estimate / measured) over the fitted deployments' operating points on a few config features
 (quantization, max_num_seqs, max_num_batched_tokens, whether the prompt is chunked, prompt and
-output lengths, model size, the profile) corrects the estimate, and its residuals, leverage included, give
-the prediction interval. Which correction (none, the mean miss, a ridge at some penalty) is
-chosen by how well it predicts a deployment left out of its fit: on few or noisy operating
-points the answer is a mild one or none.
+output lengths, model size, the profile) corrects the estimate. Which correction (none, the
+mean miss, a ridge at some penalty) is chosen by how well it predicts a deployment left out of
+its fit: on few or noisy operating points the answer is a mild one or none. Its misses on those
+left-out deployments give the prediction interval.
 """
 
 from __future__ import annotations
