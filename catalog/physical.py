@@ -160,7 +160,8 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
     fitted_on = set(levels["deployment"].astype(str)) if len(levels) else set()
     per_row = np.tile(how, len(profiles))  # estimate() stacks one block of ROWS per profile
     joined = est[list(KEY)].merge(measured[[*KEY, *metrics]], on=list(KEY), how="left")
-    train = joined["deployment"].astype(str).isin(fitted_on).to_numpy()
+    deployment = joined["deployment"].astype(str).to_numpy()
+    train = np.isin(deployment, list(fitted_on))
     # The second stage (catalog/residual.py): per metric, the fitted deployments' misses at
     # their operating points, by config and profile, shift the estimate and give its interval.
     x = features(est, [p.name for p in profiles])
@@ -169,8 +170,7 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
         y = pd.to_numeric(joined[m], errors="coerce").to_numpy(float)
         ok = train & np.isfinite(y) & (y > 0) & (point > 0)
         miss = np.log(point[ok]) - np.log(y[ok])
-        groups = joined["deployment"].astype(str).to_numpy()[ok]
-        shift, se, q = fit_correction(x[ok], miss, groups).apply(x)
+        shift, se, q = fit_correction(x[ok], miss, deployment[ok]).apply(x)
         point = point * np.exp(-shift)
         with np.errstate(divide="ignore"):
             lo, hi = point * np.exp(-q * se), point * np.exp(q * se)

@@ -80,15 +80,22 @@ class Correction:
         return self.shift(x), np.full(len(x), self.sigma), q
 
 
-def _fit(mode: str, penalty: float, x: np.ndarray, miss: np.ndarray) -> Correction:
-    if mode != "ridge":
-        return Correction(mode, float(miss.mean()) if mode == "mean" else 0.0)
+def _ridges(x: np.ndarray, miss: np.ndarray, penalties: Sequence[float]) -> list[Correction]:
+    """One ridge correction of MISS on X per penalty (the standardization and Z'Z shared)."""
     centre, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     z = (x - centre) / scale
     mean = float(miss.mean())
-    beta = np.linalg.solve(z.T @ z + penalty * np.eye(x.shape[1]), z.T @ (miss - mean))
-    return Correction("ridge", mean, centre, scale, beta, penalty=penalty)
+    gram, target = z.T @ z, z.T @ (miss - mean)
+    eye = np.eye(x.shape[1])
+    return [Correction("ridge", mean, centre, scale, np.linalg.solve(gram + p * eye, target),
+                       penalty=p) for p in penalties]
+
+
+def _candidates(x: np.ndarray, miss: np.ndarray) -> list[Correction]:
+    """Every correction fit_correction chooses from, fitted on X and MISS."""
+    return [Correction("none"), Correction("mean", float(miss.mean())),
+            *_ridges(x, miss, PENALTIES)]
 
 
 def fit_correction(x: np.ndarray, miss: np.ndarray, groups: np.ndarray | None = None
@@ -106,13 +113,12 @@ def fit_correction(x: np.ndarray, miss: np.ndarray, groups: np.ndarray | None = 
     if len(names) < MIN_DEPLOYMENTS:  # too few to tell a correction from noise
         return Correction("none", sigma=max(float(np.sqrt(np.mean(miss ** 2))), MIN_LOG_SD),
                           df=float(n - 1))
-    candidates = [("none", 0.0), ("mean", 0.0), *(("ridge", p) for p in PENALTIES)]
-    held = np.empty((len(candidates), n))
+    held = np.empty((2 + len(PENALTIES), n))
     for g in names:
         out = groups == g
-        for i, (mode, penalty) in enumerate(candidates):
-            held[i, out] = miss[out] - _fit(mode, penalty, x[~out], miss[~out]).shift(x[out])
+        for i, c in enumerate(_candidates(x[~out], miss[~out])):
+            held[i, out] = miss[out] - c.shift(x[out])
     best = int(np.argmin(np.abs(held).mean(axis=1)))
-    chosen = _fit(*candidates[best], x, miss)
+    chosen = _candidates(x, miss)[best]
     sigma = max(float(np.sqrt(np.mean(held[best] ** 2))), MIN_LOG_SD)
     return replace(chosen, sigma=sigma, df=float(len(names) - 1))
