@@ -1,7 +1,8 @@
 """`servecat perf kernels`: the engine's CPU kernels against the PyTorch paths they replace,
-on the small model's shapes: packed oneDNN linears vs `F.linear`, the C decode attention
-vs gathering the blocks and multiplying in PyTorch (its best case: equal lengths, no mask),
-and the one-pass RMSNorm vs Hugging Face's formula in PyTorch."""
+on the small model's shapes: packed oneDNN linears vs `F.linear`, int8 weight-only linears
+(scale on the output) vs dequantizing the weights first, the C decode attention vs gathering
+the blocks and multiplying in PyTorch (its best case: equal lengths, no mask), and the
+one-pass RMSNorm vs Hugging Face's formula in PyTorch."""
 
 from __future__ import annotations
 
@@ -46,6 +47,28 @@ def linear_rows(dtype, tokens: list[int], repeat: int = 30) -> list[dict]:
                          "ours_ms": None if ours is None else round(ours, 3),
                          "pytorch_gflops": round(flops / plain / 1e6, 1),
                          "ours_gflops": None if ours is None else round(flops / ours / 1e6, 1)})
+    return rows
+
+
+def int8_rows(tokens: list[int], repeat: int = 30) -> list[dict]:
+    """Int8 weight-only linears over fp32 activations (the CPU's int8): ours scales the
+    output; the plain way dequantizes the weights (q * s) and then multiplies."""
+    import torch
+    import torch.nn.functional as F
+
+    from engine.quant import Int8Linear
+
+    def dequantize_first(x, layer):
+        return F.linear(x, layer.weight.float() * layer.scale.float()[:, None])
+
+    rows = []
+    for m in tokens:
+        for n, k in LINEAR_SHAPES:
+            x, layer = torch.randn(m, k), Int8Linear(torch.randn(n, k), None)
+            plain = best_ms(partial(dequantize_first, x, layer), repeat)
+            ours = best_ms(partial(layer, x), repeat)
+            rows.append({"kernel": f"int8 linear {m}x{k} @ {k}x{n}",
+                         "pytorch_ms": round(plain, 3), "ours_ms": round(ours, 3)})
     return rows
 
 
@@ -104,8 +127,8 @@ def rms_norm_rows(dtype, tokens: list[int], width: int = 768, repeat: int = 30) 
                    "reported.")
 @click.option("--json", "json_out", default=None, type=click.Path(dir_okay=False))
 def perf_kernels(dtypes: str, threads: int | None, repeat: int, json_out: str | None) -> None:
-    """Packed linears, the C decode attention and RMSNorm vs the PyTorch paths, small-model
-    shapes."""
+    """Packed linears, int8 linears (fp32 only), the C decode attention and RMSNorm vs the
+    PyTorch paths, small-model shapes."""
     import os
 
     import torch
@@ -120,6 +143,7 @@ def perf_kernels(dtypes: str, threads: int | None, repeat: int, json_out: str | 
             raise click.BadParameter(f"{word!r} is not one of fp32, bf16", param_hint="--dtype")
         torch.manual_seed(0)
         for row in (linear_rows(names[word], [64, 512, 2048], repeat)
+                    + (int8_rows([1, 16], repeat) if word == "fp32" else [])
                     + attention_rows(names[word], [128, 400], repeat=repeat)
                     + rms_norm_rows(names[word], [2048], repeat=repeat)):
             ratio = (round(row["pytorch_ms"] / row["ours_ms"], 2) if row["ours_ms"] else None)

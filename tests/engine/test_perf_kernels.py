@@ -18,12 +18,13 @@ def test_perf_kernels_table_and_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["repeat"] == 2  # the shape of the table is under test here, not its timings
     kernels = [r["kernel"] for r in data["rows"]]
-    assert len(kernels) == 12 and sum(k.startswith("decode attention") for k in kernels) == 2
+    assert len(kernels) == 18 and sum(k.startswith("decode attention") for k in kernels) == 2
+    assert sum(k.startswith("int8 linear") for k in kernels) == 6
     assert "rms_norm 2048x768" in kernels
     for r in data["rows"]:
         assert r["pytorch_ms"] > 0
         assert (r["ours_ms"] is not None) == (cpu_kernels.available() or
-                                              r["kernel"].startswith("linear"))
+                                              r["kernel"].startswith(("linear", "int8")))
     assert "| fp32 | decode attention 64 seqs x 400 tokens |" in result.output
 
 
