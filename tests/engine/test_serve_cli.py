@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 import time
@@ -15,14 +17,22 @@ from servecat.net import free_port
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("core", ["process", "thread"])
-def test_servecat_serve_command(tiny_model, core):
+@pytest.mark.parametrize(("core", "policy", "spin"), [("process", None, "0"),
+                                                     ("thread", "ACTIVE", "30000000000")])
+def test_servecat_serve_command(tiny_model, core, policy, spin):
+    """It serves; and its OpenMP threads wait asleep (libgomp reports a spin count of 0) in
+    every process of the engine, unless the caller set OMP_WAIT_POLICY."""
     port = free_port()
     cmd = [sys.executable, "-m", "cli.main", "serve", "--model", str(tiny_model),
            "--port", str(port), "--served-model-name", "tiny", "--max-num-seqs", "8",
            "--max-num-batched-tokens", "256", "--dtype", "fp32", "--kv-cache-memory", "0.05",
            "--api-key", "k", "--engine-core", core]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["OMP_DISPLAY_ENV"] = "VERBOSE"  # libgomp prints its settings as it loads
+    if policy:
+        env["OMP_WAIT_POLICY"] = policy
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env=env)
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
@@ -41,6 +51,9 @@ def test_servecat_serve_command(tiny_model, core):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    spins = re.findall(r"GOMP_SPINCOUNT = '(\d+)'", proc.stdout.read().decode())
+    # The server, and with a process core the core too, each load libgomp once.
+    assert spins == [spin] * (2 if core == "process" else 1), spins
 
 
 def test_unsupported_quantization_is_a_clean_error(tiny_model):
