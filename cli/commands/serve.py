@@ -55,8 +55,9 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
     # engine core's spawned process inherits it. Why: on a 2-vCPU host, libgomp's default spin
     # let one `nice 19` busy loop beside the server stretch a c=1 probe's p50 TPOT from ~4 to
     # 14-67 ms (p99 ~280 ms) and fail tiny's capacity search at c=1; passive kept 3.9-6.8 ms
-    # and capacities within the idle runs' spread. Its price on an idle host: one stream ~10-15% slower, whole
-    # searches and full batches as fast (tests/fixtures/validation/README.md has the runs).
+    # and capacities within the idle runs' spread. Its price on an idle host: one stream
+    # ~10-15% slower, whole searches and full batches as fast (the runs:
+    # tests/fixtures/validation/README.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from pathlib import Path
 
