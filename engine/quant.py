@@ -109,13 +109,13 @@ class Int8Linear(Linear):
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.device.type == "cpu":
-            # PyTorch's int8 kernel runs at ~2 GFLOP/s on AVX2 (and ~20x slower than this in
-            # fp32 on AVX-512), so the int8 weights are converted to an fp32 temporary for the
-            # fp32 GEMM (they stay int8 in memory). The per-channel scale is applied to the
-            # output, not the weights: x @ (q * s).T = (x @ q.T) * s, one weight-sized
-            # temporary instead of two. On the small model's shapes that made a call 1.5-9x
-            # faster and steadier (the second temporary's allocations cost 0.8-22 ms a call;
-            # `servecat perf kernels` has the int8 rows).
+            # PyTorch's int8 kernel runs at ~2 GFLOP/s on AVX2 (and 1.6-23x slower than this
+            # in fp32 on AVX-512), so the int8 weights are converted to an fp32 temporary for
+            # the fp32 GEMM (they stay int8 in memory). The per-channel scale is applied to
+            # the output, not the weights: x @ (q * s).T = (x @ q.T) * s, one weight-sized
+            # temporary instead of two: 1.25-2.06x faster on the small model's shapes
+            # (`servecat perf kernels`' int8 rows), and steadier (the old way's call varied
+            # 0.84-4.2 ms run to run for one shape).
             y = F.linear(x.float(), self.weight.float()) * self.scale.float()
             return (y if self.bias is None else y + self.bias.float()).to(x.dtype)
         shape = x.shape
