@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 
@@ -47,16 +49,14 @@ def serve(model: str, host: str, port: int, served_model_name: str | None, max_n
           engine_core: str, log_level: str) -> None:
     """Serve MODEL with the builtin engine: /v1/completions, /v1/chat/completions, /v1/models,
     /tokenize, /health, /metrics."""
-    import os
     import socket
 
     # The engine's OpenMP threads sleep at their barriers instead of spinning first (a caller's
     # own OMP_WAIT_POLICY wins). Set before torch loads libgomp, which reads it once; the
     # engine core's spawned process inherits it. Why: on a 2-vCPU host, libgomp's default spin
-    # let one `nice 19` busy loop beside the server stretch a c=1 probe's p50 TPOT from ~4 to
-    # 14-67 ms (p99 ~280 ms) and fail tiny's capacity search at c=1; passive kept 3.9-6.8 ms
-    # and capacities within the idle runs' spread. Its price on an idle host: one stream
-    # ~10-15% slower, whole searches and full batches as fast (the runs:
+    # let one `nice 19` busy loop beside the server stretch tiny's c=1 p50 TPOT to 14-67 ms
+    # and fail its capacity search; passive kept 3.9-6.8 ms. Its price alone on the host is
+    # within run-to-run noise: small's single stream ~10-15%, tiny's 0-35% (the runs:
     # tests/fixtures/validation/README.md).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from pathlib import Path
