@@ -12,9 +12,11 @@ import pytest
 
 from bench.capacity_search import Search
 from bench.search import double_then_bisect
+from catalog import physical
 from catalog.estimates import METRICS, estimates_table
 from catalog.physical import PARAMS, fit_physics, fitted_assumptions, level_rows, physical_calibrate
-from catalog.roofline import Assumptions, at_clients, physics, searched_clients
+from catalog.roofline import Assumptions, at_clients, physics, read_rows, searched_clients
+from catalog.validation import load_fixture
 from servecat.hardware import load_hardware
 from servecat.profiles import load_profiles
 from tests.catalog.test_estimates import configs
@@ -105,3 +107,45 @@ def test_estimates_fitted_on_levels_predict_an_unmeasured_deployment_inside_thei
                 ).all(), m
     # Without levels the estimate is the ridge's, as before.
     assert set(estimates_table(cfg, None, HW, PROFILES)["fit"]) == {"prior"}
+
+
+def _cost(levels: pd.DataFrame, a: Assumptions) -> float:
+    """The fit's objective (soft L1 of the log misses, the prior's pull) at A's physics."""
+    clients = levels["concurrency"].to_numpy(float)
+    measured = np.log(np.concatenate([levels[m].to_numpy(float)
+                                      for m in physical.LEVEL_METRICS]))
+    theta = np.log([getattr(a, p) for p in PARAMS])
+    r = physical._residuals(theta, read_rows(levels, HW), clients, measured, HW, Assumptions())
+    z = (r / 0.2) ** 2
+    return float(0.5 * 0.2**2 * np.sum(2.0 * (np.sqrt(1.0 + z) - 1.0)))
+
+
+def test_the_fit_keeps_the_best_of_its_starts_in_any_order(monkeypatch):
+    # Measured levels whose fit lands apart from different starts: small fp32 on the
+    # validation fixture (from the first start alone, a cost ~18% above the best; the fixture's
+    # scores moved from 19.6% to 24.2% with the start).
+    s = level_rows(load_fixture())
+    lv = s[(s["model"] == "small") & (s["quantization"] == "fp32")].reset_index(drop=True)
+    best = physical._fit_physics(lv, HW, Assumptions())
+    starts, alone = physical.STARTS.copy(), []
+    for start in starts:
+        monkeypatch.setattr(physical, "STARTS", start[None])
+        alone.append(_cost(lv, physical._fit_physics(lv, HW, Assumptions())))
+    assert max(alone) > min(alone) * 1.05  # the premise: the starts disagree here
+    assert _cost(lv, best) <= min(alone) * (1 + 1e-9)
+    monkeypatch.setattr(physical, "STARTS", np.ascontiguousarray(starts[::-1]))
+    again = physical._fit_physics(lv, HW, Assumptions())
+    for p in PARAMS:
+        assert math.isclose(getattr(again, p), getattr(best, p), rel_tol=1e-6), p
+
+
+def test_a_refit_on_the_same_levels_is_remembered_and_other_figures_are_refitted():
+    lv = measured_levels(configs().query("quantization == 'fp32'"), noise=0.05, seed=1)
+    a = fit_physics(lv, HW)
+    assert fit_physics(lv.copy(), HW) is a  # a leave-one-out refits the unchanged groups free
+    slower = lv.assign(tpot_p50_ms=lv["tpot_p50_ms"] * 2.0)
+    b = fit_physics(slower, HW)
+    clients = lv["concurrency"].to_numpy(float)
+    tpot_a = at_clients(physics(lv, HW, a), clients).tpot_p50_s
+    tpot_b = at_clients(physics(lv, HW, b), clients).tpot_p50_s
+    assert b is not a and np.median(tpot_b / tpot_a) > 1.1  # TTFT and rate held it back
