@@ -235,9 +235,11 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
 
 def physical_leave_one_out(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.DataFrame,
                            hardware: Mapping[str, Hardware], profiles: Sequence[Profile],
-                           metrics: Sequence[str]) -> pd.DataFrame:
-    """catalog.calibration.leave_one_deployment_out for the physical fit: each measured
-    deployment estimated from the physics and misses of the others only."""
+                           metrics: Sequence[str], base: Assumptions | None = None
+                           ) -> pd.DataFrame:
+    """catalog.calibration.leave_one_deployment_out for the physical fit (from BASE's
+    assumptions): each measured deployment estimated from the physics and misses of the
+    others only."""
     have = measured.dropna(subset=list(metrics), how="all")
     parts = []
     for d in dict.fromkeys(have["deployment"].astype(str)):
@@ -249,7 +251,7 @@ def physical_leave_one_out(rows: pd.DataFrame, levels: pd.DataFrame, measured: p
         # fit without D's levels and operating points.
         cal = physical_calibrate(rows, others,
                                  measured[measured["deployment"].astype(str) != d],
-                                 hardware, profiles, metrics)
+                                 hardware, profiles, metrics, base)
         cal = cal[cal["deployment"].astype(str) == d]
         got_all = have[have["deployment"].astype(str) == d]
         for m in metrics:

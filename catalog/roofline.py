@@ -63,6 +63,10 @@ class Assumptions:
     # ... and per request beside the engine (HTTP, tokenization, the stream's framing): on the
     # request's path once, and a throughput limit of its own (the front runs apart).
     request_overhead_ms: float = 0.0
+    # How a closed loop's clients are served: `queue` (at_clients: a closed queue's bounds,
+    # prefills and decode steps apart) or `mixed` (catalog/mixed_steps.py: the engine's
+    # scheduler, every step the running decodes plus what the token budget leaves of prompts).
+    closed_loop: str = "queue"
 
     def describe(self) -> str:
         overhead = ("no framework overhead" if not (self.step_overhead_ms
@@ -78,13 +82,15 @@ class Assumptions:
                 f"the weights or doing 2 x params x tokens FLOPs; KV cache in "
                 f"{self.memory_utilization:.0%} of memory minus weights; Poisson arrivals, "
                 f"batch by Little's law, TTFT wait M/M/1 (a closed loop of c clients: "
-                f"throughput min(c / cycle, 1 / engine time)); {overhead}")
+                + ("throughput min(c / cycle, 1 / engine time)" if self.closed_loop == "queue"
+                   else "steps that mix the decodes with prompt chunks under the token budget")
+                + f"); {overhead}")
 
     def to_dict(self) -> dict:
         return asdict(self) | {"text": self.describe()}
 
 
-def _poisson_quantile(mean: np.ndarray, z: float) -> np.ndarray:
+def poisson_quantile(mean: np.ndarray, z: float) -> np.ndarray:
     """The Poisson quantile at normal quantile Z (Cornish-Fisher; exact enough for a stall
     count, and 0 for a mean of 0)."""
     q = mean + z * np.sqrt(mean) + (z * z - 1.0) / 6.0
@@ -109,6 +115,8 @@ class Physics:
     step_s: np.ndarray | float = 0.0      # framework time per step
     sequence_s: np.ndarray | float = 0.0  # framework time per sequence in a decode step
     request_s: np.ndarray | float = 0.0   # front-end time per request, beside the engine
+    budget: np.ndarray | float = np.inf   # tokens a step may hold (max_num_batched_tokens)
+    closed_loop: str = "queue"            # Assumptions.closed_loop
 
     def decode_s(self, n: np.ndarray) -> np.ndarray:
         """One decode step of N sequences, each halfway through its output."""
@@ -133,6 +141,7 @@ class Rows:
     out: np.ndarray
     chunk: np.ndarray          # prompt tokens per prefill step
     slots_limit: np.ndarray    # min(max_num_seqs, max_concurrency); inf where unbounded
+    budget: np.ndarray         # tokens a step may hold (max_num_batched_tokens); inf if unset
 
 
 def read_rows(rows: pd.DataFrame, hardware: Mapping[str, Hardware]) -> Rows:
@@ -163,7 +172,8 @@ def read_rows(rows: pd.DataFrame, hardware: Mapping[str, Hardware]) -> Rows:
     seqs = _num(rows, "max_num_seqs", np.inf)
     cap = _num(rows, "max_concurrency", np.inf)
     return Rows(mem, bw * 1e9 * gpus, peak * 1e12 * gpus, params, weights, kv_token, inp, out,
-                chunk, np.minimum(seqs, cap))  # _num gives inf where either is unset
+                chunk, np.minimum(seqs, cap),  # _num gives inf where either is unset
+                np.where(np.isfinite(budget), budget, np.inf))
 
 
 def physics(rows: pd.DataFrame | Rows, hardware: Mapping[str, Hardware], a: Assumptions
@@ -182,7 +192,7 @@ def physics(rows: pd.DataFrame | Rows, hardware: Mapping[str, Hardware], a: Assu
     return Physics(r.weights, r.kv_token, bandwidth, flops, r.params, r.inp, r.out, chunks,
                    prefill, kv_conc, slots, step_s,
                    np.asarray(a.sequence_overhead_ms, float) / 1e3,
-                   np.asarray(a.request_overhead_ms, float) / 1e3)
+                   np.asarray(a.request_overhead_ms, float) / 1e3, r.budget, a.closed_loop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +220,8 @@ def at_rate(ph: Physics, rate: np.ndarray, iterations: int = 40) -> Level:
     # Prompts that arrive while a request decodes stall it for their prefill chunks.
     arrivals = rate * ph.out * step / free
     stall = ph.prefill_s / ph.out
-    tpot50 = step + _poisson_quantile(arrivals, Z50) * stall
-    tpot99 = step + _poisson_quantile(arrivals, Z99) * stall
+    tpot50 = step + poisson_quantile(arrivals, Z50) * stall
+    tpot99 = step + poisson_quantile(arrivals, Z99) * stall
     # Its own prefill (chunks interleaved with the decode steps) plus an M/M/1 wait.
     own = ph.chunks * np.maximum(ph.prefill_s / ph.chunks, step) + step / 2.0
     own = own + ph.request_s
@@ -252,7 +262,13 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
     next request when its last ends), by the asymptotic bounds of a closed queue: throughput
     X = min(clients / cycle, 1 / demand), the cycle a request's own prefill and O decode steps
     of a batch of min(clients, slots), the demand its engine time (its prefill and its share of
-    the steps). Clients beyond what the engine serves wait for their first token."""
+    the steps). Clients beyond what the engine serves wait for their first token. (PH's
+    closed_loop `mixed`: catalog/mixed_steps.py's instead.)"""
+    if ph.closed_loop == "mixed":
+        from catalog import mixed_steps  # it builds on this module's Physics and Level
+        return mixed_steps.at_clients(ph, clients)
+    if ph.closed_loop != "queue":
+        raise ValueError(f"closed loop {ph.closed_loop!r}: choose queue or mixed")
     clients = np.maximum(np.asarray(clients, float), 1.0)
     batch = np.minimum(clients, ph.slots)
     step = ph.decode_s(batch)
@@ -268,7 +284,7 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
     others = clients - 1.0  # a client's own prompts never stall it: only the others' do
 
     def count(mean: np.ndarray, z: float) -> np.ndarray:
-        return np.minimum(_poisson_quantile(mean, z), others)
+        return np.minimum(poisson_quantile(mean, z), others)
 
     ahead = count(rate * ttft, Z99) * ph.prefill_s  # prompts that land first
     return Level(rate, batch, np.ones(len(rate), bool), ttft, ttft + ahead,
@@ -286,21 +302,24 @@ def capacity_closed(ph: Physics, slo: Slo, max_clients: np.ndarray,
         lv = at_clients(ph, c)
         return (lv.ttft_p99_s * 1e3 <= slo.ttft_p99_ms) & (lv.tpot_p99_s * 1e3 <= slo.tpot_p99_ms)
 
-    lo, hi = np.zeros(len(ph.params)), np.log2(np.maximum(max_clients, 1.0))
+    n = len(ph.params)
+    grid = (np.isfinite(low) & np.isfinite(precision) if low is not None and precision is not None
+            else np.zeros(n, bool))
+    lo, hi = np.zeros(n), np.log2(np.maximum(max_clients, 1.0))
     held_lo = ok(2.0 ** lo)
-    top = ok(2.0 ** hi)
-    for _ in range(STEPS):
-        mid = (lo + hi) / 2.0
-        good = ok(2.0 ** mid)
-        lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
-    clients = np.where(top, 2.0 ** np.log2(np.maximum(max_clients, 1.0)), 2.0 ** lo)
-    if low is not None and precision is not None:
-        grid = np.isfinite(low) & np.isfinite(precision)
-        if grid.any():
-            seen = searched_clients(ok, np.where(grid, low, 1.0), max_clients,
-                                    np.where(grid, precision, 0.25))
-            held_lo = np.where(grid, np.isfinite(seen), held_lo)
-            clients = np.where(grid & np.isfinite(seen), seen, clients)
+    clients = np.ones(n)
+    if not grid.all():  # the boundary itself, where no search's grid says where it stops
+        top = ok(2.0 ** hi)
+        for _ in range(STEPS):
+            mid = (lo + hi) / 2.0
+            good = ok(2.0 ** mid)
+            lo, hi = np.where(good, mid, lo), np.where(good, hi, mid)
+        clients = np.where(top, 2.0 ** np.log2(np.maximum(max_clients, 1.0)), 2.0 ** lo)
+    if grid.any():
+        seen = searched_clients(ok, np.where(grid, low, 1.0), max_clients,
+                                np.where(grid, precision, 0.25))
+        held_lo = np.where(grid, np.isfinite(seen), held_lo)
+        clients = np.where(grid & np.isfinite(seen), seen, clients)
     op = at_clients(ph, clients)
     return np.where(held_lo, op.rate, 0.0), op
 

@@ -18,7 +18,7 @@ from catalog.estimates import METRICS, estimates_table, measured_points, workloa
 from catalog.measure_order import candidates, priorities
 from catalog.physical import level_rows, physical_leave_one_out
 from catalog.recommend import build_deployments
-from catalog.roofline import estimate
+from catalog.roofline import Assumptions, estimate
 from servecat.hardware import Hardware
 from servecat.profiles import Profile
 
@@ -61,12 +61,14 @@ def held_out_errors(m: Measured, hardware: Mapping[str, Hardware],
                     profiles: Sequence[Profile], model: str = "physical"
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-row held-out predictions, the error table per metric and profile). MODEL:
-    `physical` (catalog/physical.py, the estimates' own), or `ridge`/`factor` (regressions of
-    the operating points, catalog/calibration.py) for comparison."""
+    `physical` (catalog/physical.py, the estimates' own), or for comparison `mixed` (the same
+    with catalog/mixed_steps.py's closed loop) or `ridge`/`factor` (regressions of the
+    operating points, catalog/calibration.py)."""
     rows = workload_rows(m.summary)
-    if model == "physical":
+    if model in ("physical", "mixed"):
+        base = Assumptions(closed_loop="queue" if model == "physical" else "mixed")
         held = physical_leave_one_out(rows, level_rows(m.summary), m.points, hardware,
-                                      profiles, METRICS)
+                                      profiles, METRICS, base)
     else:
         held = leave_one_deployment_out(estimate(rows, hardware, profiles), m.points, METRICS,
                                         model=model)

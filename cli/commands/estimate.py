@@ -74,10 +74,11 @@ def show_cmd(spec: Path, store: str | None, profile_name: str | None, top: int,
               help="Folder with summary.parquet (default tests/fixtures/validation).")
 @click.option("--seeds", type=int, default=20, show_default=True,
               help="Random orders the sensor's order is compared with.")
-@click.option("--model", type=click.Choice(["physical", "ridge", "factor"]),
+@click.option("--model", type=click.Choice(["physical", "mixed", "ridge", "factor"]),
               default="physical", show_default=True,
               help="Calibration: the roofline's efficiencies and overheads fitted on the "
-                   "measured load levels (what the estimates use), or for comparison a ridge "
+                   "measured load levels (what the estimates use), or for comparison the same "
+                   "with closed loops served in mixed steps (catalog/mixed_steps.py), a ridge "
                    "over roofline features, or one factor per hardware x engine x "
                    "quantization, each fitted on the operating points.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
