@@ -46,9 +46,9 @@ def mixed_step_s(ph: Physics, n: np.ndarray, k: np.ndarray) -> np.ndarray:
             + ph.step_s + ph.sequence_s * n)
 
 
-def _steady(ph: Physics, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """At a throughput of RATE requests/s: the step time T, the decoding sequences n and the
-    prompt tokens k a step holds. Each decode takes one token a step (n = λ·O·T, up to the
+def _steady(ph: Physics, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """At a throughput of RATE requests/s: the step time T and the decoding sequences n a step
+    holds. Each decode takes one token a step (n = λ·O·T, up to the
     slots) and the prompts need λ·I·T tokens a step, up to what the budget leaves the decodes.
     The step is linear in T within each of the four regimes (n capped or not, k capped or
     not), so each regime's fixed point is exact; the one consistent with its regime is it."""
@@ -67,7 +67,7 @@ def _steady(ph: Physics, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
         left = np.where(np.isfinite(budget), np.maximum(budget - sn, 0.0), 0.0)
         cb = np.where(np.isfinite(budget), c * budget, 0.0)
         free = np.maximum(fixed(r0 + s0, (r1 + s1) * x * out),
-                          fixed(s0 + 0 * x, (c * (inp + out) + s1 * out) * x))
+                          fixed(np.broadcast_to(s0, x.shape), (c * (inp + out) + s1 * out) * x))
         seqs_capped = np.maximum(r0 + r1 * sn + s0 + s1 * sn,
                                  fixed(c * sn + s0 + s1 * sn, c * x * inp))
         budget_full = np.maximum(fixed(r0 + s0, (r1 + s1) * x * out),
@@ -78,9 +78,7 @@ def _steady(ph: Physics, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.n
              (x * out * seqs_capped >= slots) & (x * inp * seqs_capped <= left),
              (x * out * budget_full <= slots) & (x * (inp + out) * budget_full >= budget)],
             [free, seqs_capped, budget_full], both)
-    n = np.minimum(x * out * step, slots)
-    k = np.minimum(x * inp * step, np.maximum(budget - n, 0.0))
-    return step, n, k
+    return step, np.minimum(x * out * step, slots)
 
 
 def at_clients(ph: Physics, clients: np.ndarray) -> Level:
@@ -99,15 +97,15 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
     d2 = np.maximum(col.out - 1.0, 0.0)
 
     def cycle(p: Physics, rate: np.ndarray):
-        step, n, k = _steady(p, rate)
+        step, n = _steady(p, rate)
         # The budget the decodes leave takes a prompt's tokens, a chunk a step.
         per_step = np.clip(np.minimum(p.budget - n, p.inp), 1.0, None)
         ttft = np.ceil(p.inp / per_step) * step + p.request_s
-        return ttft, step, n, k
+        return ttft, step, n
 
     def margin(rate: np.ndarray) -> np.ndarray:
         """How far (in log) RATE is within what the loop and the engine allow: >= 0 holds."""
-        ttft, step, _, _ = cycle(col, rate)
+        ttft, step, _ = cycle(col, rate)
         with np.errstate(divide="ignore", invalid="ignore"):
             loop = np.log(c2) - np.log(rate * (ttft + d2 * step))
             # sequences in the engine, tokens a step must hold, the front's share of a second
@@ -137,7 +135,7 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
         share = np.where(np.isfinite(g0) & np.isfinite(g1) & (g0 >= 0) & (g1 < 0),
                          g0 / (g0 - g1), 0.0)
     rate = np.exp(lo + width * share)
-    ttft0, step, n, k = cycle(ph, rate)
+    ttft0, step, n = cycle(ph, rate)
     # Clients the engine cannot take wait for their first token (a closed loop's Little's law).
     ttft = np.maximum(clients / rate - decode_steps * step, ttft0)
     # The spread: prompts that land while a request decodes stretch its steps (a Poisson count,

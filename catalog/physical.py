@@ -131,9 +131,9 @@ def _fit_key(levels: pd.DataFrame, hardware: Mapping[str, Hardware], base: Assum
             if c in levels]
     digest = hashlib.sha1(pd.util.hash_pandas_object(levels[cols].astype(str), index=False)
                           .to_numpy().tobytes()).hexdigest()
+    used = set(levels["hardware"].astype(str))
     hw = tuple((n, h.memory_gb, h.memory_bandwidth_gbps, h.peak_bf16_tflops)
-               for n, h in sorted(hardware.items())
-               if n in set(levels["hardware"].astype(str)))
+               for n, h in sorted(hardware.items()) if n in used)
     return digest, tuple(cols), hw, astuple(base)
 
 
