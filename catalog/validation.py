@@ -61,12 +61,12 @@ def held_out_errors(m: Measured, hardware: Mapping[str, Hardware],
                     profiles: Sequence[Profile], model: str = "physical"
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(per-row held-out predictions, the error table per metric and profile). MODEL:
-    `physical` (catalog/physical.py, the estimates' own), or for comparison `mixed` (the same
-    with catalog/mixed_steps.py's closed loop) or `ridge`/`factor` (regressions of the
-    operating points, catalog/calibration.py)."""
+    `physical` (catalog/physical.py, the estimates' own: closed loops in mixed steps), or for
+    comparison `queue` (the same with closed loops as a queue's bounds) or `ridge`/`factor`
+    (regressions of the operating points, catalog/calibration.py)."""
     rows = workload_rows(m.summary)
-    if model in ("physical", "mixed"):
-        base = Assumptions(closed_loop="queue" if model == "physical" else "mixed")
+    if model in ("physical", "queue"):
+        base = Assumptions() if model == "physical" else Assumptions(closed_loop="queue")
         held = physical_leave_one_out(rows, level_rows(m.summary), m.points, hardware,
                                       profiles, METRICS, base)
     else:

@@ -74,13 +74,14 @@ def show_cmd(spec: Path, store: str | None, profile_name: str | None, top: int,
               help="Folder with summary.parquet (default tests/fixtures/validation).")
 @click.option("--seeds", type=int, default=20, show_default=True,
               help="Random orders the sensor's order is compared with.")
-@click.option("--model", type=click.Choice(["physical", "mixed", "ridge", "factor"]),
+@click.option("--model", type=click.Choice(["physical", "queue", "ridge", "factor"]),
               default="physical", show_default=True,
               help="Calibration: the roofline's efficiencies and overheads fitted on the "
-                   "measured load levels (what the estimates use), or for comparison the same "
-                   "with closed loops served in mixed steps (catalog/mixed_steps.py), a ridge "
-                   "over roofline features, or one factor per hardware x engine x "
-                   "quantization, each fitted on the operating points.")
+                   "measured load levels, closed loops served in mixed steps "
+                   "(catalog/mixed_steps.py; what the estimates use), or for comparison the "
+                   "same with closed loops as a queue's bounds, a ridge over roofline "
+                   "features, or one factor per hardware x engine x quantization, each fitted "
+                   "on the operating points.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 def validate_cmd(fixture: Path | None, seeds: int, model: str, as_json: bool) -> None:
     """Leave-one-deployment-out MAPE (roofline and calibrated) and 95%-interval coverage per

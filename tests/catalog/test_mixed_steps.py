@@ -22,6 +22,7 @@ from tests.catalog.test_physical import TRUE, measured_levels
 HW = load_hardware()
 PROFILES = load_profiles()
 MIXED = replace(TRUE, closed_loop="mixed")
+QUEUE = replace(TRUE, closed_loop="queue")
 
 
 def _summarize(clients, a: Assumptions = MIXED) -> tuple:
@@ -53,7 +54,7 @@ def test_past_full_steps_tpot_stays_flat_and_the_wait_moves_to_the_first_token()
     # The 32 extra clients wait 32 / X longer for their first token.
     assert lv.ttft_p50_s[1] - lv.ttft_p50_s[0] == pytest.approx(32 / lv.rate[1], rel=1e-2)
     # The queue model instead stretches every decode by the prefills' share of time.
-    _, queue = _summarize([32, 64], TRUE)
+    _, queue = _summarize([32, 64], QUEUE)
     assert (queue.tpot_p50_s > 1.5 * lv.tpot_p50_s).all()
 
 
@@ -85,7 +86,7 @@ def test_leave_one_out_fits_the_closed_loop_it_is_given():
     points = truth[["deployment", "lengths", "profile"]].assign(
         **{m: truth[f"{m}_est"] for m in METRICS})
     errors = {}
-    for name, base in (("mixed", mixed), ("queue", Assumptions())):
+    for name, base in (("mixed", mixed), ("queue", Assumptions(closed_loop="queue"))):
         held = physical_leave_one_out(cfg, lv, points, HW, PROFILES, METRICS, base)
         table = error_table(held).query("profile == 'all'").set_index("metric")
         errors[name] = table.loc["tpot_p50_ms", "mape_calibrated"]

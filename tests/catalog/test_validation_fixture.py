@@ -39,10 +39,11 @@ def test_held_out_calibration_beats_the_roofline_and_its_intervals_cover(measure
     # Every bracketed measurement is predicted once, from the other deployments only.
     assert len(cap) == len(bracketed)
     table = errors[errors["profile"] == "all"].set_index("metric")
-    # Measured on this fixture (README): capacity 66% -> 20.1%, p50 TPOT 112% -> 19.7%,
-    # coverage 94% / 92%. The bounds leave room for a refit's numerical noise, not for a worse
-    # model (the physics alone, without catalog/residual.py's correction: 27.5% / 41.3%).
-    for metric, most in (("capacity_rps", 0.22), ("tpot_p50_ms", 0.21)):
+    # Measured on this fixture (README): capacity 63% -> 14.3%, p50 TPOT 62% -> 13.9%,
+    # coverage 93% / 93%; 11.2-14.4% and 13.8-14.9% under other grids of the mixed steps'
+    # throughput solve. The bound leaves room for that numerical noise, not for a worse model
+    # (closed loops as a queue's bounds: 13.3% / 21.0%).
+    for metric, most in (("capacity_rps", 0.16), ("tpot_p50_ms", 0.16)):
         assert table.loc[metric, "mape_calibrated"] < most
         assert table.loc[metric, "mape_calibrated"] < table.loc[metric, "mape_roofline"] / 2
         assert 0.85 <= table.loc[metric, "coverage_rows"] <= 0.99
@@ -54,12 +55,12 @@ def test_the_fixture_has_no_prefix_cache_flattery(measured):
     s = measured.summary
     hits = pd.to_numeric(s["server_prefix_cache_hits"], errors="coerce").sum()
     queries = pd.to_numeric(s["server_prefix_cache_queries"], errors="coerce").sum()
-    assert queries > 1e6 and hits / queries < 0.005  # measured: 11,024 of 7.5 million
+    assert queries > 1e6 and hits / queries < 0.005  # measured: 11,024 of 8.2 million
 
 
 def test_the_sensor_finds_every_top_3_sooner_than_random_orders(measured):
     rec = validation.recovery(measured, load_hardware(), load_profiles(), seeds=5)
-    # Measured on this fixture (README): 20 of 27 against random orders' 97%; no order can do
+    # Measured on this fixture (README): 16 of 27 against random orders' 96%; no order can do
     # better than the 13 true top-3 deployments themselves.
     assert rec["best_share"] <= rec["sensor_share"] < rec["random_share_mean"]
     assert rec["sensor_share"] <= 0.75
