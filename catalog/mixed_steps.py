@@ -1,22 +1,18 @@
 """A closed loop of clients as the engine's scheduler serves it (Assumptions.closed_loop
-`mixed`; catalog.roofline.at_clients is the default `queue`).
+`mixed`, the default; catalog.roofline.at_clients is the `queue` model).
 
 Every step (engine/scheduler.py) holds the running decodes first and then as many prompt tokens
 as max_num_batched_tokens leaves, under max_num_seqs. So a decode's TPOT is the time of a step
 that mixes decodes and prompt chunks, a prompt takes ceil(I / what the budget leaves) steps,
 and once every step is full or every slot taken, more clients only wait for their first token:
 TPOT stays flat while TTFT grows. The queue model instead stretches every decode by the share
-of time prefills take (step / (1 - ρ)): fitted on the validation fixture, it put tiny summarize's
-p50 TPOT at 37-50 ms at 12-32 clients (bf16 and int8, max_num_seqs 16, budget 256) where the
-levels read 12-22 ms, flat from eight clients on.
+of time prefills take (step / (1 - ρ)): fitted on the previous validation fixture, it put tiny
+summarize's p50 TPOT at 37-50 ms at 12-32 clients (bf16 and int8, max_num_seqs 16, budget
+256) where the levels read 12-22 ms, flat from eight clients on.
 
-Why it is not the default yet (tests/fixtures/validation/README.md): fitted on all of the
-validation fixture's 381 levels it misses them less (mean |log| miss of p50 TPOT 0.17 against
-the queue's 0.21, p50 TTFT 0.22 against 0.30, throughput 0.12 against 0.15), and held out
-(`servecat estimate validate --model mixed`) its p50 TPOT MAPE is 14.5% against 19.7%, but its
-capacity MAPE is 22.4% against 20.1%: better on the bf16 and fp32 rows (11.5% and 9.5%
-against 13.8% and 10.6%), worse on the int8 rows (43.9% against 34.2%), which were measured
-on an engine path since replaced, whose steps were unsteady. It also takes ~3x the time.
+Held out on the validation fixture (tests/fixtures/validation/README.md, `servecat estimate
+validate` against `--model queue`): capacity 14.3% against 13.3%, p50 TPOT 13.9% against
+21.0%, 95% intervals covering 93% of rows against 88% / 93%. It takes ~3x the queue's time.
 """
 
 from __future__ import annotations
