@@ -58,6 +58,10 @@ class Fit:
     sigma: float          # residual standard deviation of the log
     df: float             # residual degrees of freedom
     n: int
+    # The features' range in the fit (ridge): a row outside it is predicted at its edge, since
+    # a line fitted on a few dozen rows says nothing far beyond them.
+    lo: np.ndarray | None = None
+    hi: np.ndarray | None = None
 
     def predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Point estimate and LEVEL prediction interval (in the metric's units) for rows X."""
@@ -70,7 +74,7 @@ class Fit:
             se = self.sigma * np.sqrt(1.0 + 1.0 / self.n) * np.ones(len(x))
             q = t_quantile(self.df)
         else:
-            z = _standardize(x, self.mean, self.scale)
+            z = _standardize(np.clip(x, self.lo, self.hi), self.mean, self.scale)
             mu = z @ self.beta
             lev = np.einsum("ij,jk,ik->i", z, self.cov, z)
             se = self.sigma * np.sqrt(1.0 + lev)
@@ -80,7 +84,7 @@ class Fit:
 
 def fit(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> Fit:
     """Fit log(Y) on X (rows with a positive finite Y); the mode follows the row count."""
-    keep = np.isfinite(y) & (y > 0) & np.isfinite(x).all(axis=1)
+    keep = np.isfinite(y) & (y > 0) & np.isfinite(x).all(axis=1) & _estimated(x)
     x, ly = x[keep], np.log(y[keep])
     n, k = x.shape
     empty = np.zeros((k, k))
@@ -102,7 +106,8 @@ def fit(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> Fit:
     df = max(n - float(np.trace(hat)), 1.0)
     resid = ly - z @ beta
     sigma = max(float(np.sqrt(resid @ resid / df)), MIN_LOG_SD)
-    return Fit("ridge", beta, mean, scale, inv @ z.T @ z @ inv, sigma, df, n)
+    return Fit("ridge", beta, mean, scale, inv @ z.T @ z @ inv, sigma, df, n,
+               x.min(axis=0), x.max(axis=0))
 
 
 def t_quantile(df: float, z: float = Z) -> float:
@@ -159,7 +164,7 @@ def _factor(est: pd.DataFrame, x: np.ndarray, y: np.ndarray, train: np.ndarray,
 
 def _ratio(x: np.ndarray, y: np.ndarray) -> Fit:
     """One factor over the roofline (column 1 of X), or the prior below two measurements."""
-    keep = np.isfinite(y) & (y > 0)
+    keep = np.isfinite(y) & (y > 0) & _estimated(x)
     k = x.shape[1]
     if keep.sum() < 2:
         return Fit("prior", np.zeros(1), np.zeros(k), np.ones(k), np.zeros((k, k)),
@@ -212,6 +217,13 @@ def error_table(held_out: pd.DataFrame) -> pd.DataFrame:
                      "coverage_rows": float(part["covered"].mean()),
                      "coverage_deployments": float(per_dep.mean())})
     return pd.DataFrame(rows)
+
+
+def _estimated(x: np.ndarray) -> np.ndarray:
+    """Rows of X whose roofline value (column 1, a log) is above the floor. A roofline of 0 (a
+    capacity where it misses the SLO at one client) says nothing of how far off it is, and a
+    measurement over it made a ratio or a slope of 10^5."""
+    return x[:, 1] > np.log(FLOOR) + 1e-9
 
 
 def _log(values) -> np.ndarray:

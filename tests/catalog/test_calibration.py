@@ -103,3 +103,33 @@ def test_factor_model_learns_one_factor_per_quantization():
     assert (cal["capacity_rps_fit"] == "factor").all()
     with pytest.raises(ValueError, match="calibration model 'magic'"):
         calibrate(est, measured, ["capacity_rps"], model="magic")
+
+
+@pytest.mark.parametrize("model", ["ridge", "factor"])
+def test_a_roofline_of_zero_teaches_the_fit_nothing(model):
+    # The bare roofline gives a capacity of 0 where it misses the SLO at one client; a
+    # measurement over it is no ratio and no slope (on the validation fixture such rows once
+    # made the ridge put cost-saver rows measured at 1-11 req/s at 860-5,500).
+    est, measured = synthetic(60, seed=3, noise=0.05)
+    est["hardware"], est["engine"] = "cpu", "builtin"
+    clean = calibrate(est, measured, ["capacity_rps"], model=model)
+    zeroed = est.copy()
+    zeroed.loc[:9, "capacity_rps"] = 0.0
+    cal = calibrate(zeroed, measured, ["capacity_rps"], model=model)
+    rest = slice(10, None)
+    np.testing.assert_allclose(cal["capacity_rps_est"].iloc[rest],
+                               clean["capacity_rps_est"].iloc[rest], rtol=0.25)
+    assert (cal["capacity_rps_est"].iloc[rest] / measured["capacity_rps"].iloc[rest]
+            ).between(0.8, 1.25).all()
+
+
+def test_a_ridge_predicts_beyond_its_rows_at_their_edge():
+    est, measured = synthetic(60, seed=5, noise=0.05)
+    x = features(est, "capacity_rps")
+    m = fit(x, measured["capacity_rps"].to_numpy())
+    assert m.mode == "ridge"
+    far = x[:1].copy()
+    far[0, 1:] = x[:, 1:].max(axis=0) + 50.0  # every feature e^50 past the largest fitted
+    edge = np.clip(far, x.min(axis=0), x.max(axis=0))
+    np.testing.assert_allclose(m.predict(far)[0], m.predict(edge)[0])
+    assert np.isfinite(m.predict(far)[0]).all()
