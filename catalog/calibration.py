@@ -83,7 +83,8 @@ class Fit:
 
 
 def fit(x: np.ndarray, y: np.ndarray, ridge: float = RIDGE) -> Fit:
-    """Fit log(Y) on X (rows with a positive finite Y); the mode follows the row count."""
+    """Fit log(Y) on X (rows with a positive finite Y and a roofline value above 0); the mode
+    follows the row count."""
     keep = np.isfinite(y) & (y > 0) & np.isfinite(x).all(axis=1) & _estimated(x)
     x, ly = x[keep], np.log(y[keep])
     n, k = x.shape
