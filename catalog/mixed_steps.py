@@ -32,16 +32,6 @@ def _as_column(ph: Physics) -> Physics:
                      for v in (getattr(ph, f) for f in Physics.__slots__)))
 
 
-def mixed_step_s(ph: Physics, n: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """One engine step holding N decoding sequences and K prompt tokens (the engine's
-    scheduler mixes them under one token budget): it reads the weights and the decodes' KV
-    cache once and does 2 x params FLOPs a token, whichever is slower, plus the framework's
-    time per step and per decoding sequence."""
-    read = (ph.weights + n * (ph.inp + ph.out / 2.0) * ph.kv_token) / ph.bandwidth
-    return (np.maximum(read, 2.0 * ph.params * (n + k) / ph.flops)
-            + ph.step_s + ph.sequence_s * n)
-
-
 def _steady(ph: Physics, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """At a throughput of RATE requests/s: the step time T and the decoding sequences n a step
     holds. Each decode takes one token a step (n = λ·O·T, up to the
@@ -115,7 +105,7 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
     # as λ rises): GRID points at once over log λ, narrowed PASSES times, then the crossing
     # interpolated between the last two, so the throughput is smooth in the physics (a fit's
     # finite differences see it move, not a bisection's last digit).
-    step1 = mixed_step_s(ph, np.ones_like(clients), np.zeros_like(clients))
+    step1 = ph.step_time(np.ones_like(clients))
     lo = np.log(clients / (ph.request_s + step1 * np.maximum(decode_steps, 1.0))) - 15.0
     width = np.full(len(clients), 16.0)
     ticks = np.linspace(0.0, 1.0, GRID)
@@ -142,8 +132,8 @@ def at_clients(ph: Physics, clients: np.ndarray) -> Level:
     def count(mean: np.ndarray, z: float) -> np.ndarray:
         return np.minimum(poisson_quantile(mean, z), others)
 
-    bare = mixed_step_s(ph, n, np.zeros_like(n))
-    full = mixed_step_s(ph, n, np.maximum(ph.budget - n, 0.0))
+    bare = ph.step_time(n)
+    full = ph.step_time(n, np.maximum(ph.budget - n, 0.0))
     landing = rate * np.maximum(decode_steps, 1.0) * step
     prompt_s = 2.0 * ph.params * ph.inp / ph.flops
     tpot99 = np.maximum(np.minimum(bare + count(landing, Z99) * prompt_s

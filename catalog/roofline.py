@@ -121,9 +121,15 @@ class Physics:
 
     def decode_s(self, n: np.ndarray) -> np.ndarray:
         """One decode step of N sequences, each halfway through its output."""
-        n = np.maximum(n, 1.0)
+        return self.step_time(np.maximum(n, 1.0))
+
+    def step_time(self, n: np.ndarray, k: np.ndarray | float = 0.0) -> np.ndarray:
+        """One engine step holding N decoding sequences and K prompt tokens (the engine's
+        scheduler mixes them under one token budget): it reads the weights and the decodes' KV
+        cache once and does 2 x params FLOPs a token, whichever is slower, plus the framework's
+        time per step and per decoding sequence."""
         read = (self.weights + n * (self.inp + self.out / 2.0) * self.kv_token) / self.bandwidth
-        return (np.maximum(read, 2.0 * self.params * n / self.flops)
+        return (np.maximum(read, 2.0 * self.params * (n + k) / self.flops)
                 + self.step_s + self.sequence_s * n)
 
 

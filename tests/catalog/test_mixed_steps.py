@@ -11,7 +11,6 @@ import pytest
 
 from catalog.calibration import error_table
 from catalog.estimates import METRICS
-from catalog.mixed_steps import mixed_step_s
 from catalog.physical import fit_physics, level_rows, physical_calibrate, physical_leave_one_out
 from catalog.roofline import Assumptions, at_clients, physics
 from servecat.hardware import load_hardware
@@ -47,7 +46,7 @@ def test_past_full_steps_tpot_stays_flat_and_the_wait_moves_to_the_first_token()
     ph, lv = _summarize([32, 64])
     # Every step full: the budget's 256 tokens a step, decodes first.
     n = np.minimum(lv.rate * ph.out * lv.tpot_p50_s, ph.slots)
-    full = mixed_step_s(ph, n, ph.budget - n)
+    full = ph.step_time(n, ph.budget - n)
     assert np.allclose(lv.tpot_p50_s, full, rtol=1e-3)
     assert np.allclose(lv.rate * (ph.inp + ph.out) * lv.tpot_p50_s, ph.budget, rtol=1e-3)
     assert lv.tpot_p50_s[1] == pytest.approx(lv.tpot_p50_s[0], rel=1e-3)
