@@ -11,8 +11,9 @@ summarize's p50 TPOT at 37-50 ms at 12-32 clients (bf16 and int8, max_num_seqs 1
 256) where the levels read 12-22 ms, flat from eight clients on.
 
 Held out on the validation fixture (tests/fixtures/validation/README.md, `servecat estimate
-validate` against `--model queue`): capacity 14.3% against 13.3%, p50 TPOT 13.9% against
-21.0%, 95% intervals covering 93% of rows against 88% / 93%. It takes ~3x the queue's time.
+validate` against `--model queue`, 51 deployments): capacity 9.4% against 10.1%, p50 TPOT
+12.7% against 16.8%, 95% intervals covering 91% / 92% of rows against 89% / 93%. It takes ~3x
+the queue's time.
 """
 
 from __future__ import annotations

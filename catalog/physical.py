@@ -36,6 +36,16 @@ from servecat.profiles import Profile
 # overhead and a size's compute share differ too much to share one fit (tiny vs small on this
 # CPU: the step is 2-4 ms of overhead against 10-40 ms of arithmetic).
 GROUP = ("hardware", "engine", "quantization", "model")
+# Where a deployment's own group has too few levels: its model at other quantizations (MODEL)
+# and its quantization on other models (DTYPE), then wider groups. With both, it takes the
+# framework's overheads from MODEL (they are the model's: its layers, its steps) and the
+# efficiencies from DTYPE (the dtype's kernels). Taking all five from DTYPE, as before
+# 2026-12-04, carried a size's overheads to another: on the validation fixture, before any
+# tiny fp32 was measured, medium fp32's physics put tiny fp32 at 3 req/s against 57 measured,
+# and the sensor measured 29 of 51 deployments before every top 3 (21 with this).
+MODEL = ("hardware", "engine", "model")
+DTYPE = ("hardware", "engine", "quantization")
+POOLS = (GROUP, MODEL, DTYPE, ("hardware", "engine"), ("hardware",))
 PARAMS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms",
           "sequence_overhead_ms", "request_overhead_ms")
 # The fit's range per parameter. An efficiency is a share of the hardware table's figure, and
@@ -154,7 +164,7 @@ def fitted_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
                        ) -> tuple[Assumptions, np.ndarray]:
     """Per row of ROWS, its group's fitted physics (arrays in one Assumptions) and how it was
     fitted: `physical` (its own group: its model on its hardware × engine × quantization),
-    `physical (pooled)` (a wider group, where its own has too few levels) or `prior`
+    `physical (pooled)` (wider groups, where its own has too few levels: POOLS) or `prior`
     (nothing measured)."""
     base = base or Assumptions()
     values = {p: np.full(len(rows), getattr(base, p), float) for p in PARAMS}
@@ -169,24 +179,33 @@ def fitted_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
             cache[key] = fit_physics(levels[mask].reset_index(drop=True), hardware, base)
         return cache[key]
 
-    # From the narrowest group with enough levels to the widest: the deployment's model on its
-    # hardware × engine × quantization, then any model there, then the hardware × engine, then
-    # every level.
-    lv_keys = [_keys(levels, GROUP[:k]) for k in range(len(GROUP), 0, -1)]
-    row_keys = [_keys(rows, GROUP[:k]) for k in range(len(GROUP), 0, -1)]
+    # From the narrowest group with enough levels to the widest (POOLS).
+    lv_keys = [_keys(levels, pool) for pool in POOLS]
+    row_keys = [_keys(rows, pool) for pool in POOLS]
     for _, idx in pd.Series(range(len(rows))).groupby(row_keys[0].to_numpy(),
                                                       sort=False).groups.items():
         first = int(np.asarray(idx)[0])
-        for depth, (lk, rk) in enumerate(zip(lv_keys, row_keys, strict=True)):
-            mine = lk.to_numpy() == rk.iat[first]
-            if mine.sum() >= MIN_LEVELS:
-                a = fitted(mine, (depth, rk.iat[first]))
-                label = "physical" if depth == 0 else "physical (pooled)"
-                break
-        else:
-            if len(levels) < MIN_LEVELS:
-                continue
+        found = [depth for depth, (lk, rk) in enumerate(zip(lv_keys, row_keys, strict=True))
+                 if (lk.to_numpy() == rk.iat[first]).sum() >= MIN_LEVELS]
+
+        def at(depth: int, first: int = first) -> Assumptions:
+            return fitted(lv_keys[depth].to_numpy() == row_keys[depth].iat[first],
+                          (depth, row_keys[depth].iat[first]))
+
+        if found and found[0] == 0:
+            a, label = at(0), "physical"
+        elif 1 in found and 2 in found:
+            # Its model's overheads at other dtypes, its dtype's efficiencies on other models.
+            own, dtype = at(1), at(2)
+            a = replace(own, bandwidth_efficiency=dtype.bandwidth_efficiency,
+                        compute_efficiency=dtype.compute_efficiency)
+            label = "physical (pooled)"
+        elif found:
+            a, label = at(found[0]), "physical (pooled)"
+        elif len(levels) >= MIN_LEVELS:
             a, label = fitted(np.ones(len(levels), bool), ("all",)), "physical (pooled)"
+        else:
+            continue
         for p in PARAMS:
             values[p][np.asarray(idx)] = getattr(a, p)
         how[np.asarray(idx)] = label

@@ -65,8 +65,8 @@ class Assumptions:
     request_overhead_ms: float = 0.0
     # How a closed loop's clients are served: `mixed` (catalog/mixed_steps.py: the engine's
     # scheduler, every step the running decodes plus what the token budget leaves of prompts;
-    # held out on the validation fixture, capacity 14.3% and p50 TPOT 13.9%) or `queue`
-    # (at_clients: a closed queue's bounds, prefills and decode steps apart; 13.3% and 21.0%).
+    # held out on the validation fixture, capacity 9.4% and p50 TPOT 12.7%) or `queue`
+    # (at_clients: a closed queue's bounds, prefills and decode steps apart; 10.1% and 16.8%).
     closed_loop: str = "mixed"
 
     def describe(self) -> str:

@@ -80,7 +80,9 @@ def store_summary(root: str):
 
 def measured_durations(root: str):
     """Summary rows of the store at ROOT that have a duration: config_id, deployment, wall_s
-    (and target_cold_start_s when targets reported it); empty when nothing is measured yet."""
+    (and target_cold_start_s when targets reported it); empty when nothing is measured yet.
+    A capacity search's own row counts (status `skipped`: it is no load level, but its wall_s
+    is all its probes'): its probes have config ids of their own, which no plan holds."""
     import pandas as pd
 
     empty = pd.DataFrame({"config_id": [], "deployment": [], "wall_s": []})
@@ -88,7 +90,10 @@ def measured_durations(root: str):
     if "wall_s" not in rows or "status" not in rows:
         return empty
     keep = [c for c in ("config_id", "deployment", "wall_s", "target_cold_start_s") if c in rows]
-    return rows.loc[(rows["status"] == "ok") & rows["wall_s"].notna(), keep]
+    search = (rows["search"].astype("boolean").fillna(False).to_numpy(bool) if "search" in rows
+              else False)
+    done = (rows["status"] == "ok").to_numpy(bool) | search
+    return rows.loc[done & rows["wall_s"].notna().to_numpy(bool), keep]
 
 
 def as_table(result) -> str:

@@ -124,3 +124,19 @@ def test_cli_reads_measured_durations_from_the_store(matrix, tmp_path):
     assert "GPU-hours" in text and "$ spot" in text and "total" in text
     bad = runner.invoke(main, ["matrix", "plan", str(spec), "--fleet", str(tmp_path / "no.yaml")])
     assert bad.exit_code == 1 and "fleet file not found" in bad.output
+
+
+def test_a_capacity_search_counts_as_measured_by_its_own_row(tmp_path):
+    # A search's probes carry config ids of their own; the plan's config is the search, whose
+    # summary row has status `skipped` (no load level) and the wall time of all its probes.
+    store = tmp_path / "store"
+    part = store / "runs" / "summary" / "deployment=d"
+    write_parquet_atomic(pd.DataFrame({
+        "config_id": ["search-1", "search-1-probe-c4", "other"], "deployment": ["d"] * 3,
+        "status": ["skipped", "ok", "skipped"], "search": [True, False, None],
+        "wall_s": [42.0, 5.0, 7.0]}), part / "workload=w.parquet")
+    from cli.commands.matrix_plan import measured_durations
+
+    got = measured_durations(str(store)).set_index("config_id")["wall_s"].to_dict()
+    # The search and its probe; a config skipped without a search (saturation) is not measured.
+    assert got == {"search-1": 42.0, "search-1-probe-c4": 5.0}

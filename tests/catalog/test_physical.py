@@ -87,6 +87,27 @@ def test_each_quantization_gets_its_own_physics_and_a_group_without_levels_the_p
         Assumptions(), p)) for p in PARAMS)
 
 
+def test_a_group_without_levels_takes_its_models_overheads_and_its_dtypes_efficiencies():
+    # Two models whose framework costs differ threefold; bf16 reaches more bandwidth than fp32.
+    cfg = configs().assign(model=lambda c: np.where(c["parameters"] > 1e7, "big", "little"))
+    cfg = cfg[cfg["quantization"] != "int8"].reset_index(drop=True)
+    truth = {("little", "fp32"): TRUE, ("little", "bf16"): replace(TRUE, bandwidth_efficiency=0.6),
+             ("big", "fp32"): replace(TRUE, step_overhead_ms=6.0)}
+    lv = pd.concat([measured_levels(cfg[(cfg["model"] == m) & (cfg["quantization"] == q)], t)
+                    for (m, q), t in truth.items()])
+    a, how = fitted_assumptions(cfg, level_rows(lv), HW)
+    mine = ((cfg["model"] == "big") & (cfg["quantization"] == "bf16")).to_numpy()
+    assert set(how[mine]) == {"physical (pooled)"} and set(how[~mine]) == {"physical"}
+    # The big model's overheads (its fp32 levels), not the little one's at bf16...
+    big = fit_physics(level_rows(lv[lv["model"] == "big"]), HW)
+    assert np.allclose(a.step_overhead_ms[mine], big.step_overhead_ms)
+    assert np.allclose(a.step_overhead_ms[mine], 6.0, rtol=0.2)
+    # ...and bf16's efficiencies, fitted on the other model.
+    bf16 = fit_physics(level_rows(lv[lv["quantization"] == "bf16"]), HW)
+    assert np.allclose(a.bandwidth_efficiency[mine], bf16.bandwidth_efficiency)
+    assert np.allclose(a.compute_efficiency[mine], bf16.compute_efficiency)
+
+
 def test_estimates_fitted_on_levels_predict_an_unmeasured_deployment_inside_their_interval():
     cfg = configs()
     lv = measured_levels(cfg, noise=0.05)

@@ -21,10 +21,10 @@ def measured():
 def test_the_fixture_is_the_validation_matrix(measured):
     s = measured.summary
     deployments = s.drop_duplicates("deployment")
-    assert len(deployments) >= 24
+    assert len(deployments) >= 48
     assert {"tiny", "small"} <= set(deployments["model"])
     assert set(deployments["quantization"]) == {"fp32", "bf16", "int8"}
-    assert set(deployments["max_num_seqs"]) >= {4, 16}
+    assert set(deployments["max_num_seqs"]) >= {1, 2, 4, 16}
     assert set(deployments["max_num_batched_tokens"]) >= {256, 512}
     assert set(s["lengths"]) == {"chat", "summarize"}
     assert s["search"].fillna(False).astype(bool).any()  # capacity searches, not a fixed grid
@@ -39,11 +39,10 @@ def test_held_out_calibration_beats_the_roofline_and_its_intervals_cover(measure
     # Every bracketed measurement is predicted once, from the other deployments only.
     assert len(cap) == len(bracketed)
     table = errors[errors["profile"] == "all"].set_index("metric")
-    # Measured on this fixture (README): capacity 63% -> 14.3%, p50 TPOT 62% -> 13.9%,
-    # coverage 93% / 93%; 11.2-14.4% and 13.8-14.9% under other grids of the mixed steps'
-    # throughput solve. The bound leaves room for that numerical noise, not for a worse model
-    # (closed loops as a queue's bounds: 13.3% / 21.0%).
-    for metric, most in (("capacity_rps", 0.16), ("tpot_p50_ms", 0.16)):
+    # Measured on this fixture (README): capacity 74% -> 9.4%, p50 TPOT 66% -> 12.7%,
+    # coverage 91% / 92%. The bound is the issue's line: the figures moved by up to 3 points
+    # under other grids of the mixed steps' throughput solve on the 27-deployment fixture.
+    for metric, most in (("capacity_rps", 0.15), ("tpot_p50_ms", 0.15)):
         assert table.loc[metric, "mape_calibrated"] < most
         assert table.loc[metric, "mape_calibrated"] < table.loc[metric, "mape_roofline"] / 2
         assert 0.85 <= table.loc[metric, "coverage_rows"] <= 0.99
@@ -55,15 +54,16 @@ def test_the_fixture_has_no_prefix_cache_flattery(measured):
     s = measured.summary
     hits = pd.to_numeric(s["server_prefix_cache_hits"], errors="coerce").sum()
     queries = pd.to_numeric(s["server_prefix_cache_queries"], errors="coerce").sum()
-    assert queries > 1e6 and hits / queries < 0.005  # measured: 11,024 of 8.2 million
+    assert queries > 1e6 and hits / queries < 0.005  # measured: 20,800 of 15.7 million
 
 
 def test_the_sensor_finds_every_top_3_sooner_than_random_orders(measured):
     rec = validation.recovery(measured, load_hardware(), load_profiles(), seeds=5)
-    # Measured on this fixture (README): 16 of 27 against random orders' 96%; no order can do
-    # better than the 13 true top-3 deployments themselves.
+    # Measured on this fixture (README): 21 of 51 (41%) against random orders' 96%; no order
+    # can do better than the 14 true top-3 deployments themselves (27%). Its last finds are
+    # within probe noise of the deployments they beat, so the bound leaves a few steps.
     assert rec["best_share"] <= rec["sensor_share"] < rec["random_share_mean"]
-    assert rec["sensor_share"] <= 0.75
+    assert rec["sensor_share"] <= 0.5
     order = rec["sensor_order"]
     assert len(order) == len(set(order)) == rec["sensor_measured"]
     assert order[:3] == [d for d in order if d.startswith("medium")][:3]  # a group of 3: sure
