@@ -180,32 +180,26 @@ def fitted_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
         return cache[key]
 
     # From the narrowest group with enough levels to the widest (POOLS).
-    lv_keys = [_keys(levels, pool) for pool in POOLS]
+    lv_keys = [_keys(levels, pool).to_numpy() for pool in POOLS]
     row_keys = [_keys(rows, pool) for pool in POOLS]
     for _, idx in pd.Series(range(len(rows))).groupby(row_keys[0].to_numpy(),
                                                       sort=False).groups.items():
         first = int(np.asarray(idx)[0])
-        found = [depth for depth, (lk, rk) in enumerate(zip(lv_keys, row_keys, strict=True))
-                 if (lk.to_numpy() == rk.iat[first]).sum() >= MIN_LEVELS]
-
-        def at(depth: int, first: int = first) -> Assumptions:
-            return fitted(lv_keys[depth].to_numpy() == row_keys[depth].iat[first],
-                          (depth, row_keys[depth].iat[first]))
-
-        if found and found[0] == 0:
-            a, label = at(0), "physical"
-        elif 1 in found and 2 in found:
+        keys = [rk.iat[first] for rk in row_keys]
+        masks = [lk == k for lk, k in zip(lv_keys, keys, strict=True)]
+        found = [d for d, mask in enumerate(masks) if mask.sum() >= MIN_LEVELS]
+        if found and found[0] != 0 and {1, 2} <= set(found):
             # Its model's overheads at other dtypes, its dtype's efficiencies on other models.
-            own, dtype = at(1), at(2)
+            own, dtype = fitted(masks[1], (1, keys[1])), fitted(masks[2], (2, keys[2]))
             a = replace(own, bandwidth_efficiency=dtype.bandwidth_efficiency,
                         compute_efficiency=dtype.compute_efficiency)
-            label = "physical (pooled)"
         elif found:
-            a, label = at(found[0]), "physical (pooled)"
+            a = fitted(masks[found[0]], (found[0], keys[found[0]]))
         elif len(levels) >= MIN_LEVELS:
-            a, label = fitted(np.ones(len(levels), bool), ("all",)), "physical (pooled)"
+            a = fitted(np.ones(len(levels), bool), ("all",))
         else:
             continue
+        label = "physical" if found and found[0] == 0 else "physical (pooled)"
         for p in PARAMS:
             values[p][np.asarray(idx)] = getattr(a, p)
         how[np.asarray(idx)] = label
