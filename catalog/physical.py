@@ -42,7 +42,8 @@ GROUP = ("hardware", "engine", "quantization", "model")
 # efficiencies from DTYPE (the dtype's kernels). Taking all five from DTYPE, as before
 # 2026-12-04, carried a size's overheads to another: on the validation fixture, before any
 # tiny fp32 was measured, medium fp32's physics put tiny fp32 at 3 req/s against 57 measured,
-# and the sensor measured 29 of 51 deployments before every top 3 (21 with this).
+# and the sensor measured 29 of 51 deployments before every top 3 (21 with this; 19 with
+# catalog/measure_order.py's union of the groups since).
 MODEL = ("hardware", "engine", "model")
 DTYPE = ("hardware", "engine", "quantization")
 POOLS = (GROUP, MODEL, DTYPE, ("hardware", "engine"), ("hardware",))

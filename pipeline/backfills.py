@@ -78,19 +78,33 @@ def backfill_requests(picks: list[Pick], tags_for: Callable[[str], dict[str, str
                       now: datetime) -> list[dg.RunRequest]:
     """One backfill per set of run tags: a backfill gives all its runs the same tags, and a
     run's tags (hardware, GPUs, spot retries, launcher placement) follow from its deployment."""
-    groups: dict[tuple, list[str]] = {}
-    for p in picks:
-        tags = dict(tags_for(p.deployment), **{BACKFILL_TAG: f"{now:%Y-%m-%d}"})
-        if p.remeasure:
+    remeasure = {p.deployment for p in picks if p.remeasure}
+
+    def tags(key: str) -> dict[str, str]:
+        out = dict(tags_for(key), **{BACKFILL_TAG: f"{now:%Y-%m-%d}"})
+        if key in remeasure:
             # Not run config (a backfill cannot carry it in Dagster 1.13): the run measures
             # again what was measured before now, and a retry of it resumes.
-            tags[REMEASURE_TAG] = now.isoformat(timespec="seconds")
-        groups.setdefault(tuple(sorted(tags.items())), []).append(p.deployment)
-    return [dg.RunRequest.for_asset_graph_subset(AssetGraphSubset(
+            out[REMEASURE_TAG] = now.isoformat(timespec="seconds")
+        return out
+    return grouped_backfills([p.deployment for p in picks], tags)
+
+
+def grouped_backfills(keys: list[str], tags_for: Callable[[str], dict[str, str]]
+                      ) -> list[dg.RunRequest]:
+    """One backfill of benchmark_runs per set of run tags (TAGS_FOR of each of KEYS), in the
+    order the keys' first of each set comes."""
+    groups: dict[tuple, list[str]] = {}
+    for key in keys:
+        groups.setdefault(tuple(sorted(tags_for(key).items())), []).append(key)
+    return [_backfill(group, dict(tags)) for tags, group in groups.items()]
+
+
+def _backfill(keys: list[str], tags: dict[str, str]) -> dg.RunRequest:
+    return dg.RunRequest.for_asset_graph_subset(AssetGraphSubset(
         partitions_subsets_by_asset_key={
             BENCHMARK_ASSET: deployments.empty_subset().with_partition_keys(keys)},
-        non_partitioned_asset_keys=set()), tags=dict(tags))
-        for tags, keys in sorted(groups.items())]
+        non_partitioned_asset_keys=set()), tags=tags)
 
 
 def pass_time(now: datetime) -> datetime:

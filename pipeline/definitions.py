@@ -11,6 +11,7 @@ from assets.runs import benchmark_runs
 from pipeline.backfills import stale_results_backfill
 from pipeline.environment import resources
 from pipeline.interruptions import interrupted_runs_sensor
+from pipeline.measure_first import measure_first_backfill
 from pipeline.missed_retries import missed_retries_sensor
 from pipeline.requests_sensor import benchmark_request_sensor, sensor_interval
 from pipeline.runpod_sensors import runpod_orphan_sensor
@@ -25,7 +26,8 @@ defs = dg.Definitions(
                   catalog.catalog_has_every_config],
     jobs=[matrix_job, runs_job],
     sensors=[matrix_spec_sensor, benchmark_request_sensor, runpod_orphan_sensor,
-             stale_results_backfill, interrupted_runs_sensor, missed_retries_sensor,
+             stale_results_backfill, measure_first_backfill, interrupted_runs_sensor,
+             missed_retries_sensor,
              # Refreshes results and catalog (and runs their checks) after any deployment's run.
              dg.AutomationConditionSensorDefinition(
                  "catalog_automation", target=dg.AssetSelection.assets(

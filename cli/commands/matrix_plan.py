@@ -142,13 +142,14 @@ def measure_first(configs, durations, table, root: str, budget: int):
 
 def order_table(order, budget: int) -> str:
     """The measure-first order as a terminal table."""
-    lines = [f"measure first (budget {budget}; of the unmeasured deployments, highest estimated "
-             f"P(top 3) in some model x length profile x profile first; estimates calibrated "
-             f"on {order.attrs.get('calibrated_on', 0)} measured rows)", "",
-             f"{'#':>3}  {'deployment':<44}{'P(top3)':>8}  {'for':<36}{'GPU-h':>9}{'$':>10}"
-             f"{'cum GPU-h':>11}{'cum $':>10}"]
+    lines = [f"measure first (budget {budget}; of the unmeasured deployments, the likeliest to "
+             f"be in the top 3 of some model x length profile x profile first; estimates "
+             f"calibrated on {order.attrs.get('calibrated_on', 0)} measured rows)", "",
+             f"{'#':>3}  {'deployment':<44}{'P(any)':>7}{'P(top3)':>8}  {'best for':<36}"
+             f"{'GPU-h':>9}{'$':>10}{'cum GPU-h':>11}{'cum $':>10}"]
     for i, r in enumerate(order.itertuples(), 1):
-        lines.append(f"{i:>3}  {r.deployment:<44}{r.p_top3:>8.2f}  {r.group:<36}"
+        lines.append(f"{i:>3}  {r.deployment:<44}{r.p_any_top3:>7.2f}{r.p_top3:>8.2f}  "
+                     f"{r.group:<36}"
                      f"{r.gpu_hours:>9.2f}{r.usd_on_demand:>10.2f}{r.cum_gpu_hours:>11.2f}"
                      f"{r.cum_usd_on_demand:>10.2f}")
     if len(order) < budget:

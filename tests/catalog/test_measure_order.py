@@ -58,3 +58,21 @@ def test_unranked_measured_rows_take_no_part_and_small_groups_are_certain():
     c = candidates(pd.DataFrame([est_row("a", 10, 50)]), measured)
     assert set(c.table["deployment"]) == {"a", "m1"}
     assert (p_top(c, [PROFILE]) == 1.0).all()  # two rows: both are in a top 3
+
+
+def test_a_deployment_that_may_place_in_two_groups_goes_before_one_that_may_place_in_one():
+    # Two profiles of one model and length profile, each with its measured top 3. "both" is a
+    # coin-toss for the top 3 in each; "one" is a slightly better bet in the first only.
+    other = Profile("q", ttft_p99_ms=1000, tpot_p99_ms=100,
+                    weights={"output_tokens_per_s_per_gpu": 0.5, "tpot_p99_ms": 0.5})
+    measured = pd.concat([MEASURED, MEASURED.assign(profile="q")], ignore_index=True)
+    est = pd.DataFrame([est_row("both", 80, 24, spread=1.5),
+                        {**est_row("both", 80, 24, spread=1.5), "profile": "q"},
+                        est_row("one", 82, 23.5, spread=1.5),
+                        {**est_row("one", 10, 80, spread=1.5), "profile": "q"}])
+    order = priorities(candidates(est, measured), [PROFILE, other], draws=2000)
+    p = order.set_index("deployment")
+    assert p.loc["one", "p_top3"] > p.loc["both", "p_top3"]  # the better single bet...
+    assert list(order["deployment"]) == ["both", "one"]      # ...yet less likely needed
+    both = p.loc["both", "p_top3"]
+    assert p.loc["both", "p_any_top3"] > both and p.loc["one", "p_any_top3"] < 0.99

@@ -63,8 +63,9 @@ def test_plan_budget_orders_unmeasured_deployments_with_their_cost(tmp_path, spe
     assert len(first) == 5
     names = [r["deployment"] for r in first]
     assert len(set(names)) == 5 and set(names) <= set(expand_file(spec).deployments)
-    p = [r["p_top3"] for r in first]
+    p = [r["p_any_top3"] for r in first]
     assert p == sorted(p, reverse=True)
+    assert all(r["p_top3"] <= r["p_any_top3"] + 1e-12 for r in first)
     assert all(r["gpu_hours"] > 0 and r["usd_on_demand"] > 0 for r in first)
     assert abs(first[-1]["cum_gpu_hours"] - sum(r["gpu_hours"] for r in first)) < 1e-9
     text = CliRunner().invoke(main, ["matrix", "plan", str(spec), "--budget", "2", "--store",
