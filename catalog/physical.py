@@ -13,7 +13,9 @@ search's own grid (roofline.searched_clients) turn the physics into capacities l
 
 What the fitted physics still misses at the operating points (a capacity is a p99 crossing an
 SLO, which the levels' medians do not pin down) is learnt by config in a second stage
-(catalog/residual.py), whose residuals give each metric's 95% prediction interval.
+(catalog/residual.py), whose residuals give each metric's 95% prediction interval. A row
+whose group borrows its physics (POOLS) gets the spread the fitted groups show under the
+physics they would borrow (borrowed_assumptions): on a large matrix that is most rows.
 """
 
 from __future__ import annotations
@@ -207,6 +209,47 @@ def fitted_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
     return replace(base, **values), how
 
 
+EFFICIENCIES = ("bandwidth_efficiency", "compute_efficiency")  # the dtype's kernels (POOLS)
+
+
+def borrowed_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
+                         hardware: Mapping[str, Hardware], base: Assumptions | None = None
+                         ) -> tuple[Assumptions, np.ndarray]:
+    """Per row of ROWS whose own group is fitted, the physics it would borrow without its
+    levels (arrays in one Assumptions), and which rows have one: as POOLS lends, its model's
+    overheads from that model's other fitted groups and its dtype's efficiencies from that
+    dtype's other fitted groups (geometric means of their own fits; with one of the two, all
+    five from it). What such physics misses at the fitted groups' operating points is what an
+    estimate that does borrow (physical (pooled)) must allow for in its interval."""
+    base = base or Assumptions()
+    values = {p: np.full(len(rows), getattr(base, p), float) for p in PARAMS}
+    has = np.zeros(len(rows), bool)
+    if levels.empty:
+        return replace(base, **values), has
+    levels = levels.reset_index(drop=True)
+    group, model, dtype = (_keys(levels, cols).to_numpy() for cols in (GROUP, MODEL, DTYPE))
+    own: dict[str, tuple[Assumptions, str, str]] = {}
+    for key in dict.fromkeys(group):
+        mask = group == key
+        if mask.sum() >= MIN_LEVELS:
+            first = int(np.flatnonzero(mask)[0])
+            own[key] = (fit_physics(levels[mask].reset_index(drop=True), hardware, base),
+                        model[first], dtype[first])
+    row_group = _keys(rows, GROUP).to_numpy()
+    for key, (_, its_model, its_dtype) in own.items():
+        idx = row_group == key
+        same_model = [a for k, (a, m, _) in own.items() if k != key and m == its_model]
+        same_dtype = [a for k, (a, _, d) in own.items() if k != key and d == its_dtype]
+        if not idx.any() or not (same_model or same_dtype):
+            continue
+        for p in PARAMS:
+            donors = ((same_dtype or same_model) if p in EFFICIENCIES
+                      else (same_model or same_dtype))
+            values[p][idx] = float(np.exp(np.mean([np.log(getattr(a, p)) for a in donors])))
+        has[idx] = True
+    return replace(base, **values), has
+
+
 def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.DataFrame,
                        hardware: Mapping[str, Hardware], profiles: Sequence[Profile],
                        metrics: Sequence[str], base: Assumptions | None = None) -> pd.DataFrame:
@@ -227,12 +270,22 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
     # The second stage (catalog/residual.py): per metric, the fitted deployments' misses at
     # their operating points, by config and profile, shift the estimate and give its interval.
     x = features(est, [p.name for p in profiles])
+    # A borrowed physics misses more than a row's own: what the fitted groups' operating points
+    # see under the physics they would have borrowed (borrowed_assumptions) sets the interval
+    # of the rows that do borrow.
+    borrowing = per_row != "physical"
+    lent, lends = borrowed_assumptions(rows, levels, hardware, base)
+    lent_est = (estimate(rows, hardware, profiles, lent)
+                if borrowing.any() and lends.any() else None)
     for m in metrics:
         point = est[m].to_numpy(float)
         y = pd.to_numeric(joined[m], errors="coerce").to_numpy(float)
         ok = train & np.isfinite(y) & (y > 0) & (point > 0)
         miss = np.log(point[ok]) - np.log(y[ok])
         shift, se, q = fit_correction(x[ok], miss, deployment[ok]).apply(x)
+        if lent_est is not None:
+            se = np.where(borrowing, np.maximum(se, _borrowed_sd(
+                lent_est[m].to_numpy(float), shift, y, ok & np.tile(lends, len(profiles)))), se)
         point = point * np.exp(-shift)
         with np.errstate(divide="ignore"):
             lo, hi = point * np.exp(-q * se), point * np.exp(q * se)
@@ -245,6 +298,18 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
           "measured load levels (catalog/physical.py), then corrected by config on the "
           "measured operating points (catalog/residual.py)")}
     return out
+
+
+def _borrowed_sd(borrowed: np.ndarray, shift: np.ndarray, measured: np.ndarray,
+                 rows: np.ndarray) -> float:
+    """The log-sd of BORROWED's miss (after SHIFT, the correction every row gets) at the
+    measured ROWS; 0 where fewer than two. A borrowed capacity of 0 where one was measured
+    counts as a miss of a factor of ten: it says the physics was far off, not how far."""
+    use = rows & np.isfinite(borrowed)
+    if use.sum() < 2:
+        return 0.0
+    got = np.maximum(borrowed[use] * np.exp(-shift[use]), measured[use] / 10.0)
+    return float(np.sqrt(np.mean((np.log(got) - np.log(measured[use])) ** 2)))
 
 
 def physical_leave_one_out(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.DataFrame,

@@ -13,7 +13,7 @@ import pytest
 from bench.capacity_search import Search
 from bench.search import double_then_bisect
 from catalog import physical
-from catalog.estimates import METRICS, estimates_table
+from catalog.estimates import METRICS, estimates_table, workload_rows
 from catalog.physical import PARAMS, fit_physics, fitted_assumptions, level_rows, physical_calibrate
 from catalog.roofline import Assumptions, at_clients, physics, read_rows, searched_clients
 from catalog.validation import load_fixture
@@ -170,3 +170,31 @@ def test_a_refit_on_the_same_levels_is_remembered_and_other_figures_are_refitted
     tpot_a = at_clients(physics(lv, HW, a), clients).tpot_p50_s
     tpot_b = at_clients(physics(lv, HW, b), clients).tpot_p50_s
     assert b is not a and np.median(tpot_b / tpot_a) > 1.1  # TTFT and rate held it back
+
+
+def test_an_estimate_on_borrowed_physics_gets_the_interval_borrowing_earns():
+    # Medium fp32 held out of the validation fixture, as its leave-one-out does: its own group
+    # has no levels, so it borrows medium's overheads (bf16, int8) and fp32's efficiencies.
+    from catalog import validation
+
+    m = validation.measured(load_fixture(), "configs/hardware.yaml", PROFILES)
+    held = "medium-cpux1-builtin-fp32-9914d5f4"
+    rows = workload_rows(m.summary)
+    others = m.summary[m.summary["deployment"] != held]
+    cal = physical_calibrate(rows, level_rows(others), m.points[m.points["deployment"] != held],
+                             HW, PROFILES, ["capacity_rps"])
+    width = np.log(cal["capacity_rps_hi"] / cal["capacity_rps_lo"])
+    mine = (cal["deployment"] == held).to_numpy() & (cal["capacity_rps_est"] > 0).to_numpy()
+    assert set(cal.loc[mine, "capacity_rps_fit"]) == {"physical (pooled)"}
+    own = (cal["capacity_rps_fit"] == "physical").to_numpy() & (cal["capacity_rps_est"] > 0
+                                                                 ).to_numpy()
+    # Its interval is what the fitted groups miss under the physics they would borrow, not
+    # what they miss under their own (the same width for both, before 2026-12-05)...
+    assert width[mine].min() > 2.5 * np.median(width[own])
+    # ...and it now holds the measured capacities it missed (3.4 and 1.5 req/s against
+    # estimates of 1.9 and 0.8).
+    got = cal[mine].merge(m.points, on=["deployment", "lengths", "profile"], suffixes=("", "_m"))
+    got = got[got["capacity_rps_m"].notna()]
+    assert len(got) == 2
+    assert ((got["capacity_rps_lo"] <= got["capacity_rps_m"])
+            & (got["capacity_rps_m"] <= got["capacity_rps_hi"])).all()
