@@ -277,6 +277,7 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
     lent, lends = borrowed_assumptions(rows, levels, hardware, base)
     lent_est = (estimate(rows, hardware, profiles, lent)
                 if borrowing.any() and lends.any() else None)
+    spread = {}  # metric -> the interval's log half-width per row
     for m in metrics:
         point = est[m].to_numpy(float)
         y = pd.to_numeric(joined[m], errors="coerce").to_numpy(float)
@@ -287,10 +288,12 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
             se = np.where(borrowing, np.maximum(se, _borrowed_sd(
                 lent_est[m].to_numpy(float), shift, y, ok & np.tile(lends, len(profiles)))), se)
         point = point * np.exp(-shift)
+        spread[m] = q * se
         with np.errstate(divide="ignore"):
-            lo, hi = point * np.exp(-q * se), point * np.exp(q * se)
+            lo, hi = point * np.exp(-spread[m]), point * np.exp(spread[m])
         out[f"{m}_est"], out[f"{m}_lo"], out[f"{m}_hi"] = point, lo, hi
         out[f"{m}_fit"] = per_row
+    _no_capacity_is_not_certain(out, est, rows, hardware, profiles, a, spread)
     out.attrs["assumptions"] = {**base.to_dict(), "text": (
         base.describe().replace("no framework overhead", "framework overhead per step and per "
                                 "sequence")
@@ -298,6 +301,34 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
           "measured load levels (catalog/physical.py), then corrected by config on the "
           "measured operating points (catalog/residual.py)")}
     return out
+
+
+LATENCIES = ("ttft_p99_ms", "tpot_p99_ms")  # what a capacity's SLO is on (servecat.profiles)
+AT_CAPACITY = ("capacity_rps", "output_tokens_per_s")
+
+
+def _no_capacity_is_not_certain(out: pd.DataFrame, est: pd.DataFrame, rows: pd.DataFrame,
+                                hardware: Mapping[str, Hardware], profiles: Sequence[Profile],
+                                a: Assumptions, spread: Mapping[str, np.ndarray]) -> None:
+    """Where the physics meets no SLO at one client (a capacity of 0, which no factor can
+    widen), OUT's upper bounds of AT_CAPACITY become those of SLOs loosened by the p99
+    latencies' own interval: the capacity if the latencies are as low as their intervals
+    allow. On the validation fixture held-out medium fp32 at cost-saver read [0, 0] against
+    2.5 and 1.3 req/s measured."""
+    if not set(LATENCIES) <= set(spread) or not set(AT_CAPACITY) & set(out.columns):
+        return
+    zero = (out["capacity_rps_est"].to_numpy(float) == 0.0) if "capacity_rps_est" in out else None
+    if zero is None or not zero.any():
+        return
+    loose = np.exp(np.maximum(*(spread[m] for m in LATENCIES)))
+    name = est["profile"].astype(str).to_numpy()
+    factor = {p.name: float(loose[zero & (name == p.name)].max(initial=1.0)) for p in profiles}
+    loosened = [replace(p, ttft_p99_ms=p.ttft_p99_ms * factor[p.name],
+                        tpot_p99_ms=p.tpot_p99_ms * factor[p.name]) for p in profiles]
+    wide = estimate(rows, hardware, loosened, a)
+    for m in AT_CAPACITY:
+        if f"{m}_hi" in out:
+            out.loc[zero, f"{m}_hi"] = wide[m].to_numpy(float)[zero]
 
 
 def _borrowed_sd(borrowed: np.ndarray, shift: np.ndarray, measured: np.ndarray,

@@ -182,7 +182,7 @@ def test_an_estimate_on_borrowed_physics_gets_the_interval_borrowing_earns():
     rows = workload_rows(m.summary)
     others = m.summary[m.summary["deployment"] != held]
     cal = physical_calibrate(rows, level_rows(others), m.points[m.points["deployment"] != held],
-                             HW, PROFILES, ["capacity_rps"])
+                             HW, PROFILES, METRICS)
     width = np.log(cal["capacity_rps_hi"] / cal["capacity_rps_lo"])
     mine = (cal["deployment"] == held).to_numpy() & (cal["capacity_rps_est"] > 0).to_numpy()
     assert set(cal.loc[mine, "capacity_rps_fit"]) == {"physical (pooled)"}
@@ -198,3 +198,11 @@ def test_an_estimate_on_borrowed_physics_gets_the_interval_borrowing_earns():
     assert len(got) == 2
     assert ((got["capacity_rps_lo"] <= got["capacity_rps_m"])
             & (got["capacity_rps_m"] <= got["capacity_rps_hi"])).all()
+    # Where its physics meets no SLO at one client (capacity 0: cost-saver, measured at 2.5
+    # and 1.3 req/s), the interval is no longer [0, 0]: its top is the capacity under SLOs
+    # loosened by the p99 latencies' own intervals.
+    zero = cal[(cal["deployment"] == held) & (cal["capacity_rps_est"] == 0)
+               & (cal["profile"] == "cost-saver")]
+    assert len(zero) == 2
+    assert (zero["capacity_rps_lo"] == 0).all() and (zero["capacity_rps_hi"] > 0.5).all()
+    assert (zero["output_tokens_per_s_hi"] > 0).all()
