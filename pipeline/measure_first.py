@@ -63,8 +63,10 @@ def next_batch(estimates: pd.DataFrame, measured: pd.DataFrame | None, registere
     """The SIZE registered deployments, neither measured nor EXCLUDED, likeliest to be in some
     top 3 (catalog.measure_order.priorities' columns), from ESTIMATES (deployment_estimates'
     table) beside MEASURED (the catalog's deployment rows, or None)."""
-    est = estimates[estimates["deployment"].astype(str).isin(registered - excluded)]
+    # Excluded ones still compete for the top 3 (one running may well win): only not proposed.
+    est = estimates[estimates["deployment"].astype(str).isin(registered)]
     order = priorities(candidates(est, measured), load_profiles(PROFILES))
+    order = order[~order["deployment"].isin(excluded)]
     return order.head(max(size, 0)).reset_index(drop=True)
 
 

@@ -42,14 +42,18 @@ def _measure(store: ResultStore, names: list[str]) -> None:
         store.write_parquet(summary_path(dep, wid), rows.reset_index(drop=True))
 
 
-def _refit(instance: dg.DagsterInstance, store: ResultStore, names: list[str]) -> None:
-    """deployment_estimates as the asset leaves it, calibrated on NAMES' measurements."""
+def _estimates_on(names: list[str]) -> pd.DataFrame:
+    """deployment_estimates' table calibrated on NAMES' measurements."""
     profiles = load_profiles()
     done = TINY[TINY["deployment"].isin(names)]
     cat = build_deployments(done, None, HARDWARE, profiles)
-    table = estimates_table(workload_rows(TINY), measured_points(cat.deployments, cat.levels),
-                            load_hardware(), profiles, summary=done)
-    store.write_parquet(ESTIMATES_PATH, table.reset_index(drop=True))
+    return estimates_table(workload_rows(TINY), measured_points(cat.deployments, cat.levels),
+                           load_hardware(), profiles, summary=done).reset_index(drop=True)
+
+
+def _refit(instance: dg.DagsterInstance, store: ResultStore, names: list[str]) -> None:
+    """deployment_estimates as the asset leaves it, calibrated on NAMES' measurements."""
+    store.write_parquet(ESTIMATES_PATH, _estimates_on(names))
     instance.report_runless_asset_event(dg.AssetMaterialization("deployment_estimates"))
 
 
@@ -186,3 +190,16 @@ def test_a_budget_of_nothing_requests_nothing(fleet, monkeypatch):
     monkeypatch.setenv(measure_first.BUDGET_ENV, "0")
     skip, _ = _tick(instance, resources)
     assert "budget of 0 deployment(s) is spent" in skip
+
+
+def test_a_deployment_not_proposed_still_competes_for_the_top_3():
+    profiles_est = _estimates_on(FIRST)
+    measured = _catalog(FIRST)
+    everyone = measure_first.next_batch(profiles_est, measured, set(NAMES), set(), len(NAMES))
+    best = everyone["deployment"].iat[0]
+    kept = measure_first.next_batch(profiles_est, measured, set(NAMES), {best}, len(NAMES))
+    gone = measure_first.next_batch(profiles_est[profiles_est["deployment"] != best], measured,
+                                    set(NAMES), set(), len(NAMES))
+    assert best not in set(kept["deployment"]) and set(kept["deployment"]) == set(gone["deployment"])
+    # Running (or failed, or requested), it may still take a top-3 place from the others.
+    assert kept["p_any_top3"].sum() < gone["p_any_top3"].sum()
