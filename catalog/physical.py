@@ -49,6 +49,7 @@ GROUP = ("hardware", "engine", "quantization", "model")
 MODEL = ("hardware", "engine", "model")
 DTYPE = ("hardware", "engine", "quantization")
 POOLS = (GROUP, MODEL, DTYPE, ("hardware", "engine"), ("hardware",))
+EFFICIENCIES = ("bandwidth_efficiency", "compute_efficiency")  # what DTYPE lends; MODEL the rest
 PARAMS = ("bandwidth_efficiency", "compute_efficiency", "step_overhead_ms",
           "sequence_overhead_ms", "request_overhead_ms")
 # The fit's range per parameter. An efficiency is a share of the hardware table's figure, and
@@ -193,9 +194,7 @@ def fitted_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
         found = [d for d, mask in enumerate(masks) if mask.sum() >= MIN_LEVELS]
         if found and found[0] != 0 and {1, 2} <= set(found):
             # Its model's overheads at other dtypes, its dtype's efficiencies on other models.
-            own, dtype = fitted(masks[1], (1, keys[1])), fitted(masks[2], (2, keys[2]))
-            a = replace(own, bandwidth_efficiency=dtype.bandwidth_efficiency,
-                        compute_efficiency=dtype.compute_efficiency)
+            a = _lend(fitted(masks[1], (1, keys[1])), fitted(masks[2], (2, keys[2])))
         elif found:
             a = fitted(masks[found[0]], (found[0], keys[found[0]]))
         elif len(levels) >= MIN_LEVELS:
@@ -207,9 +206,6 @@ def fitted_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
             values[p][np.asarray(idx)] = getattr(a, p)
         how[np.asarray(idx)] = label
     return replace(base, **values), how
-
-
-EFFICIENCIES = ("bandwidth_efficiency", "compute_efficiency")  # the dtype's kernels (POOLS)
 
 
 def borrowed_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
@@ -242,12 +238,22 @@ def borrowed_assumptions(rows: pd.DataFrame, levels: pd.DataFrame,
         same_dtype = [a for k, (a, _, d) in own.items() if k != key and d == its_dtype]
         if not idx.any() or not (same_model or same_dtype):
             continue
+        lent = _lend(_geomean(same_model or same_dtype), _geomean(same_dtype or same_model))
         for p in PARAMS:
-            donors = ((same_dtype or same_model) if p in EFFICIENCIES
-                      else (same_model or same_dtype))
-            values[p][idx] = float(np.exp(np.mean([np.log(getattr(a, p)) for a in donors])))
+            values[p][idx] = getattr(lent, p)
         has[idx] = True
     return replace(base, **values), has
+
+
+def _lend(overheads: Assumptions, efficiencies: Assumptions) -> Assumptions:
+    """OVERHEADS' physics with EFFICIENCIES' efficiencies (POOLS: MODEL's and DTYPE's)."""
+    return replace(overheads, **{p: getattr(efficiencies, p) for p in EFFICIENCIES})
+
+
+def _geomean(fits: Sequence[Assumptions]) -> Assumptions:
+    """FITS' PARAMS, each their geometric mean."""
+    return replace(fits[0], **{p: float(np.exp(np.mean([np.log(getattr(a, p)) for a in fits])))
+                               for p in PARAMS})
 
 
 def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.DataFrame,
@@ -274,9 +280,10 @@ def physical_calibrate(rows: pd.DataFrame, levels: pd.DataFrame, measured: pd.Da
     # see under the physics they would have borrowed (borrowed_assumptions) sets the interval
     # of the rows that do borrow.
     borrowing = per_row != "physical"
-    lent, lends = borrowed_assumptions(rows, levels, hardware, base)
-    lent_est = (estimate(rows, hardware, profiles, lent)
-                if borrowing.any() and lends.any() else None)
+    lent_est = None
+    if borrowing.any():
+        lent, lends = borrowed_assumptions(rows, levels, hardware, base)
+        lent_est = estimate(rows, hardware, profiles, lent) if lends.any() else None
     spread = {}  # metric -> the interval's log half-width per row
     for m in metrics:
         point = est[m].to_numpy(float)
@@ -315,10 +322,10 @@ def _no_capacity_is_not_certain(out: pd.DataFrame, est: pd.DataFrame, rows: pd.D
     latencies' own interval: the capacity if the latencies are as low as their intervals
     allow. On the validation fixture held-out medium fp32 at cost-saver read [0, 0] against
     2.5 and 1.3 req/s measured."""
-    if not set(LATENCIES) <= set(spread) or not set(AT_CAPACITY) & set(out.columns):
+    if not set(LATENCIES) <= set(spread) or "capacity_rps_est" not in out:
         return
-    zero = (out["capacity_rps_est"].to_numpy(float) == 0.0) if "capacity_rps_est" in out else None
-    if zero is None or not zero.any():
+    zero = out["capacity_rps_est"].to_numpy(float) == 0.0
+    if not zero.any():
         return
     loose = np.exp(np.maximum(*(spread[m] for m in LATENCIES)))
     name = est["profile"].astype(str).to_numpy()

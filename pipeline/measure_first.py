@@ -15,6 +15,7 @@ never re-requested here.
 
 import json
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -30,7 +31,7 @@ from pipeline.launch_tags import partition_run_tags
 from pipeline.run_history import busy_deployments, failures_by_deployment
 from resources.store import ResultStore
 from resources.warehouse import Warehouse, refresh_views
-from servecat.profiles import load_profiles
+from servecat.profiles import Profile, load_profiles
 from servecat.store import ESTIMATES_PATH
 
 BUDGET_ENV, BATCH_ENV = "SERVECAT_MEASURE_FIRST_BUDGET", "SERVECAT_MEASURE_FIRST_BATCH"
@@ -59,13 +60,13 @@ def budget_and_batch() -> tuple[int, int]:
 
 
 def next_batch(estimates: pd.DataFrame, measured: pd.DataFrame | None, registered: set[str],
-               excluded: set[str], size: int) -> pd.DataFrame:
+               excluded: set[str], size: int, profiles: Sequence[Profile]) -> pd.DataFrame:
     """The SIZE registered deployments, neither measured nor EXCLUDED, likeliest to be in some
-    top 3 (catalog.measure_order.priorities' columns), from ESTIMATES (deployment_estimates'
-    table) beside MEASURED (the catalog's deployment rows, or None)."""
+    PROFILES' top 3 (catalog.measure_order.priorities' columns), from ESTIMATES
+    (deployment_estimates' table) beside MEASURED (the catalog's deployment rows, or None)."""
     # Excluded ones still compete for the top 3 (one running may well win): only not proposed.
     est = estimates[estimates["deployment"].astype(str).isin(registered)]
-    order = priorities(candidates(est, measured), load_profiles(PROFILES))
+    order = priorities(candidates(est, measured), profiles)
     order = order[~order["deployment"].isin(excluded)]
     return order.head(max(size, 0)).reset_index(drop=True)
 
@@ -108,17 +109,17 @@ def measure_first_backfill(context: dg.SensorEvaluationContext, store: ResultSto
         context.log.info(f"no refit {REFIT_WAIT} after the last batch ended: going on with "
                          f"the estimates it was chosen on")
     estimates = store.read_parquet(ESTIMATES_PATH).to_pandas()
-    summary = _summary(store, warehouse)
+    summary, profiles = _summary(store, warehouse), load_profiles(PROFILES)
     measured = None
     if len(summary) and (summary["status"] == "ok").any():
-        measured = build_deployments(summary, None, HARDWARE, load_profiles(PROFILES)).deployments
+        measured = build_deployments(summary, None, HARDWARE, profiles).deployments
     # Run before (measured, or all its configs skipped), requested, going or failing: not ours.
     excluded = (set(requested) | busy_deployments(instance, now)
                 | set(failures_by_deployment(instance, now))
                 | (set(summary["deployment"].astype(str)) if len(summary) else set()))
     registered = set(instance.get_dynamic_partitions(deployments.name))
     order = next_batch(estimates, measured, registered, excluded,
-                       min(batch, budget - len(requested)))
+                       min(batch, budget - len(requested)), profiles)
     if order.empty:
         return dg.SkipReason("every registered deployment is measured, requested, going or "
                              "failed (failed ones are the nightly backfill's)")

@@ -127,7 +127,8 @@ def test_batches_of_the_likeliest_within_the_budget_each_on_refitted_estimates(f
     # The 4 unmeasured, idle deployments with the highest P(in some top 3) (one backfill: one
     # set of run tags; a backfill's partitions have no order).
     order = measure_first.next_batch(store.read_parquet(ESTIMATES_PATH).to_pandas(),
-                                     _catalog(FIRST), set(NAMES), excluded, len(NAMES))
+                                     _catalog(FIRST), set(NAMES), excluded, len(NAMES),
+                                     load_profiles())
     assert sorted(first) == sorted(order["deployment"][:4])
     assert not set(first) & (set(FIRST) | excluded)
     assert order["p_any_top3"].iat[3] >= order["p_any_top3"].iat[4]
@@ -193,13 +194,15 @@ def test_a_budget_of_nothing_requests_nothing(fleet, monkeypatch):
 
 
 def test_a_deployment_not_proposed_still_competes_for_the_top_3():
-    profiles_est = _estimates_on(FIRST)
-    measured = _catalog(FIRST)
-    everyone = measure_first.next_batch(profiles_est, measured, set(NAMES), set(), len(NAMES))
-    best = everyone["deployment"].iat[0]
-    kept = measure_first.next_batch(profiles_est, measured, set(NAMES), {best}, len(NAMES))
-    gone = measure_first.next_batch(profiles_est[profiles_est["deployment"] != best], measured,
-                                    set(NAMES), set(), len(NAMES))
-    assert best not in set(kept["deployment"]) and set(kept["deployment"]) == set(gone["deployment"])
+    est, measured, profiles = _estimates_on(FIRST), _catalog(FIRST), load_profiles()
+
+    def batch(estimates, excluded):
+        return measure_first.next_batch(estimates, measured, set(NAMES), excluded, len(NAMES),
+                                        profiles)
+    best = batch(est, set())["deployment"].iat[0]
+    kept = batch(est, {best})
+    gone = batch(est[est["deployment"] != best], set())
+    assert best not in set(kept["deployment"])
+    assert set(kept["deployment"]) == set(gone["deployment"])
     # Running (or failed, or requested), it may still take a top-3 place from the others.
     assert kept["p_any_top3"].sum() < gone["p_any_top3"].sum()
